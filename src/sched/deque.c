@@ -1,0 +1,138 @@
+/* The Chase–Lev deque of closure jobs, in the C11 formulation of Lê et al.
+ * (PPoPP 2013), with two departures that keep ThreadSanitizer able to see
+ * every happens-before edge it relies on: push publishes bottom with a
+ * release store instead of a release fence and a relaxed store, and the
+ * buffer pointer is published with release and read with acquire instead of
+ * consume. On x86-64 and AArch64 both compile to the same instructions. */
+#include "sched_int.h"
+
+static vt__dq_buf *buf_new(int64_t capacity)
+{
+    vt__dq_buf *b = vt_alloc(sizeof(*b) + (size_t)capacity * sizeof(vt__dq_slot));
+    if (!b)
+        return NULL;
+    b->mask = capacity - 1;
+    b->retired = NULL;
+    /* Slots are left uninitialised: a slot is read only at an index below
+     * bottom, which push wrote first. */
+    return b;
+}
+
+static void buf_free(vt__dq_buf *b)
+{
+    vt_free(b, sizeof(*b) + (size_t)(b->mask + 1) * sizeof(vt__dq_slot));
+}
+
+vt_err vt__deque_init(vt__deque *d, int64_t capacity)
+{
+    atomic_init(&d->top, 0);
+    atomic_init(&d->bottom, 0);
+    vt__dq_buf *b = buf_new(capacity);
+    if (!b)
+        return VT_ENOMEM;
+    atomic_init(&d->buf, b);
+    return VT_OK;
+}
+
+void vt__deque_destroy(vt__deque *d)
+{
+    vt__dq_buf *b = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    while (b) {
+        vt__dq_buf *older = b->retired;
+        buf_free(b);
+        b = older;
+    }
+    atomic_store_explicit(&d->buf, NULL, memory_order_relaxed);
+}
+
+static vt__dq_buf *grow(vt__deque *d, vt__dq_buf *old, int64_t t, int64_t b)
+{
+    int64_t cap = (old->mask + 1) * 2;
+    if (cap > ((int64_t)1 << 40))
+        return NULL;
+    vt__dq_buf *n = buf_new(cap);
+    if (!n)
+        return NULL;
+    for (int64_t i = t; i < b; i++) {
+        vt__dq_slot *from = &old->slot[i & old->mask];
+        vt__dq_slot *to = &n->slot[i & n->mask];
+        atomic_store_explicit(&to->fn, atomic_load_explicit(&from->fn, memory_order_relaxed),
+                              memory_order_relaxed);
+        atomic_store_explicit(&to->arg, atomic_load_explicit(&from->arg, memory_order_relaxed),
+                              memory_order_relaxed);
+    }
+    n->retired = old;
+    atomic_store_explicit(&d->buf, n, memory_order_release);
+    return n;
+}
+
+vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    if (VT_UNLIKELY(b - atomic_load_explicit(&d->top, memory_order_acquire) > a->mask)) {
+        a = grow(d, a, atomic_load_explicit(&d->top, memory_order_acquire), b);
+        if (!a)
+            return VT_ENOMEM;
+    }
+    vt__dq_slot *s = &a->slot[b & a->mask];
+    atomic_store_explicit(&s->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&s->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+    return VT_OK;
+}
+
+int vt__deque_take(vt__deque *d, vt__job *out)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    /* The store of bottom must be visible before top is read, or a thief and
+     * the owner could both take the last job. The paper's relaxed store and
+     * seq_cst fence become one seq_cst exchange: on x86-64 an xchg, which
+     * costs about half an mfence on the AMD and Intel parts measured. */
+    atomic_exchange_explicit(&d->bottom, b, memory_order_seq_cst);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
+    if (t > b) {
+        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+        return 0;
+    }
+    vt__dq_slot *s = &a->slot[b & a->mask];
+    out->fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
+    out->arg = atomic_load_explicit(&s->arg, memory_order_relaxed);
+    out->tag = 0;
+    if (t == b) {
+        /* The last job: a thief may be after it too; the CAS on top decides. */
+        int won = atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
+                                                          memory_order_relaxed);
+        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+        return won;
+    }
+    return 1;
+}
+
+int vt__deque_steal(vt__deque *d, vt__job *out)
+{
+    int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    vt__fence_seq_cst();
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
+    if (t >= b)
+        return 0;
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_acquire);
+    vt__dq_slot *s = &a->slot[t & a->mask];
+    vt_job_fn fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
+    void *arg = atomic_load_explicit(&s->arg, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return -1;
+    out->fn = fn;
+    out->arg = arg;
+    out->tag = 0;
+    return 1;
+}
+
+int64_t vt__deque_size(vt__deque *d)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
+    return b > t ? b - t : 0;
+}

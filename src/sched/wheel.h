@@ -1,0 +1,136 @@
+/* wheel.h — the data structure under the timer service (timer.c): a
+ * hierarchical timing wheel over a slab of intrusive nodes. Not thread-safe:
+ * the service calls everything here with its lock held, except
+ * vt__wheel_init and vt__wheel_destroy. Private to sched.
+ *
+ * Ticks. Time is cut into ticks of 2^VT__WHEEL_TICK_SHIFT ns (2^20 ns, about
+ * 1.05 ms). The wheel has 8 levels of 64 slots; a slot of level k spans 64^k
+ * ticks, so the wheel spans 2^48 ticks, more than the 2^43 that a
+ * non-negative int64_t deadline can reach: no overflow list, no deadline too
+ * far. `cur` is the wheel's position. A timer whose tick is after cur sits
+ * on the level of the highest 6-bit group in which its tick differs from
+ * cur, in the slot that group names; a timer whose tick is not after cur
+ * (added late, or due now) sits in level 0's slot of cur. So the slots of a
+ * lower level all come before those of a higher one, and within a level the
+ * lowest occupied slot is the earliest: the next slot is a ctz on a level's
+ * occupancy bitmap.
+ *
+ * Cascades. When cur reaches a slot of level k > 0, its timers are filed
+ * again relative to the new cur, on lower levels. To overlap the cache
+ * misses of that walk, a slot of level k > 0 keeps VT__WHEEL_WAYS lists
+ * (a node goes on list index % WAYS) that a cascade walks side by side.
+ * A level 0 slot is one list, one tick's timers with different ns
+ * deadlines: it is sorted by (deadline, seq) before its head is compared to
+ * "now" (appending in order keeps it sorted at no cost), so a timer never
+ * fires before its exact deadline and ties fire in start order.
+ *
+ * Cancellation is lazy: it only marks the node (fn = NULL) and bumps its
+ * generation, one cache line touched. Dead nodes are freed when the wheel
+ * meets them (cascade, expiry, scans), or by a sweep over the slab that adds
+ * run while dead nodes outnumber live ones, so the slab stays within about
+ * twice the live timers.
+ *
+ * Slab. Nodes live in chunks that never move (chunk k holds 64 << k nodes,
+ * followed by as many uint32_t slots of the free stack) and are named by
+ * 32-bit indices. A timer's handle is (generation << 32) | (index + 1): a
+ * stale or forged handle fails the generation check instead of touching
+ * another timer, and the handle 0 is never issued. */
+#ifndef VITTE_SCHED_WHEEL_H
+#define VITTE_SCHED_WHEEL_H
+
+#include "vitte/sched.h"
+#include "../base/platform.h"
+
+#define VT__WHEEL_TICK_SHIFT 20
+#define VT__WHEEL_BITS 6
+#define VT__WHEEL_SLOTS 64
+#define VT__WHEEL_LEVELS 8
+#define VT__WHEEL_WAYS 8
+#define VT__WHEEL_NIL UINT32_MAX
+/* Chunk k of the slab holds 64 << k nodes; 26 chunks make 2^32 - 64
+ * indices, all below VT__WHEEL_NIL. */
+#define VT__WHEEL_CHUNK0_SHIFT 6
+#define VT__WHEEL_MAX_CHUNKS 26
+/* Lists: level 0's 64 slots, then WAYS per slot of the other levels. */
+#define VT__WHEEL_LISTS \
+    (VT__WHEEL_SLOTS + (VT__WHEEL_LEVELS - 1) * VT__WHEEL_SLOTS * VT__WHEEL_WAYS)
+
+/* 48 bytes. Links are indices, not pointers: half the size. */
+typedef struct vt__wnode {
+    int64_t deadline;
+    uint64_t seq;   /* start order, for ties */
+    vt_job_fn fn;   /* NULL: cancelled, still linked until the wheel frees it */
+    void *arg;
+    uint32_t next;
+    uint32_t prev;
+    uint32_t gen;
+    uint16_t where; /* slot number (level * 64 + slot), or VT__WHEEL_FREE */
+    uint16_t unused;
+} vt__wnode;
+
+#define VT__WHEEL_FREE 0xffffu
+
+/* An expired (or cancelled) timer's job, copied out under the lock so that
+ * its node can be reused before the job is dispatched. */
+typedef struct vt__wrec {
+    vt_job_fn fn;
+    void *arg;
+} vt__wrec;
+
+typedef struct vt__wheel {
+    uint64_t cur;
+    uint64_t seq;
+    uint64_t occupied[VT__WHEEL_LEVELS];
+    uint64_t sorted0; /* level 0 slots whose list is in (deadline, seq) order */
+    int cascading;    /* slot number being cascaded, or -1 */
+    unsigned nchunks;
+    uint32_t hwm;     /* indices below hwm were handed out at least once */
+    uint32_t cap;     /* indices below cap exist */
+    uint32_t nfree;   /* entries on the free stack */
+    uint32_t sweep;   /* the sweep's next index */
+    uint64_t live;    /* pending timers */
+    uint64_t dead;    /* cancelled nodes not yet freed */
+    uint8_t ways[VT__WHEEL_LEVELS * VT__WHEEL_SLOTS]; /* non-empty lists of a slot, k > 0 */
+    uint32_t tail0[VT__WHEEL_SLOTS];
+    uint32_t head[VT__WHEEL_LISTS];
+    vt__wnode *chunks[VT__WHEEL_MAX_CHUNKS];
+} vt__wheel;
+
+VT_INTERNAL void vt__wheel_init(vt__wheel *w);
+/* Frees the slab; the timers in it are forgotten (pop them first). */
+VT_INTERNAL void vt__wheel_destroy(vt__wheel *w);
+
+/* Bytes of chunk number `chunk`, or 0 past the last one. */
+VT_INTERNAL size_t vt__wheel_chunk_bytes(unsigned chunk);
+/* Makes room for one more timer without allocating, if the slab allows
+ * (reclaiming dead nodes when they are many); 0 when a chunk is needed. */
+VT_INTERNAL int vt__wheel_reserve(vt__wheel *w);
+/* Adds chunk number w->nchunks: vt__wheel_chunk_bytes(w->nchunks) bytes
+ * from vt_alloc, which the wheel owns from now on. */
+VT_INTERNAL void vt__wheel_add_chunk(vt__wheel *w, void *mem);
+
+/* Requires a successful vt__wheel_reserve. deadline >= 0. Returns the
+ * handle, never 0. */
+VT_INTERNAL uint64_t vt__wheel_add(vt__wheel *w, int64_t deadline, vt_job_fn fn, void *arg);
+/* VT_OK, or VT_ENOENT for a handle that is not a pending timer of w. */
+VT_INTERNAL vt_err vt__wheel_cancel(vt__wheel *w, uint64_t id);
+
+/* One bounded step of expiry: copies into out[] (at most max) the timers
+ * with deadline <= now and seq < seq_end, in (deadline, seq) order, freeing
+ * their nodes; moves or frees a bounded number of nodes on the way. *more is
+ * 1 when it stopped on a bound with work perhaps left. */
+VT_INTERNAL size_t vt__wheel_take(vt__wheel *w, int64_t now, uint64_t seq_end, vt__wrec *out,
+                                  size_t max, int *more);
+/* The earliest deadline, or VT_FOREVER. advance = 1 lets it move the wheel
+ * ahead of the owner's clock to the earliest slot (cheap: that cascade is
+ * due anyway); advance = 0 scans that slot instead, for a wheel on real
+ * time, where moving ahead would file nearer timers added later as late. */
+VT_INTERNAL int64_t vt__wheel_next(vt__wheel *w, int advance);
+/* A lower bound of the earliest deadline, exact when that timer is on level
+ * 0 (else the start of its slot, where a cascade is due): how long the
+ * firing thread may sleep. VT_FOREVER when empty. */
+VT_INTERNAL int64_t vt__wheel_bound(vt__wheel *w);
+/* Removes up to max pending timers, in no particular order (cancel-all). */
+VT_INTERNAL size_t vt__wheel_pop_any(vt__wheel *w, vt__wrec *out, size_t max);
+
+#endif
