@@ -52,7 +52,7 @@ VALGRIND = -DCMAKE_BUILD_TYPE=Debug -DVITTE_SANITIZE= $(MULT) "-DVITTE_TEST_WRAP
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS  ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all debug release test demo bench bench-% asan tsan valgrind install clean help
+.PHONY: all debug release test demo bench asan tsan valgrind install clean help
 
 all: debug
 

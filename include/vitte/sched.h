@@ -41,15 +41,18 @@ typedef void (*vt_job_fn)(void *arg);
  *                 thieves take a victim's oldest. Jobs from non-workers enter
  *                 a FIFO injection queue. Best cache locality and throughput;
  *                 no ordering promise between jobs.
- * VT_POLICY_FIFO  each worker runs its own jobs oldest first; thieves also
- *                 take the oldest. With one worker, jobs start in submission
- *                 order. Costs one CAS per job.
- * VT_POLICY_PRIORITY  one pool-wide queue per level (0 = lowest); a worker
- *                 always takes the oldest job of the highest non-empty level,
- *                 except that a non-empty level passed over starvation_limit
- *                 times is served next (the highest such level first), so no
- *                 level waits for ever: a queued job's level is served within
- *                 starvation_limit + levels picks. Within a level: FIFO.
+ * VT_POLICY_FIFO  one pool-wide queue: jobs are taken in submission order
+ *                 (whoever submits them, workers or not), so with one worker
+ *                 they start in that order, and with several no job starts
+ *                 before every job submitted earlier has been taken. Costs a
+ *                 short lock per submit and per take.
+ * VT_POLICY_PRIORITY  one pool-wide queue per level (0 = lowest, the level
+ *                 of vt_pool_submit); a worker takes the oldest job of the
+ *                 highest non-empty level, unless some non-empty level has
+ *                 been passed over starvation_limit times or more: then of
+ *                 the level passed over most often (the higher on a tie).
+ *                 So no level waits for ever: a non-empty level is served
+ *                 within starvation_limit + levels picks. Within a level: FIFO.
  * VT_POLICY_FAIR  one pool-wide FIFO queue per group; workers serve the
  *                 groups with queued jobs in round robin, one job per group
  *                 per turn, so a group that floods the pool delays another
@@ -280,6 +283,7 @@ struct vt__frame {
  * private frame (split, high 32 bits) so that one CAS claims a frame. */
 typedef struct vt__fj_shared {
     VT_CACHE_ALIGNED _Atomic uint64_t ts;
+    vt__frame *dq; /* frame 0, read-only: thieves find it on ts's line */
     VT_CACHE_ALIGNED _Atomic uint32_t movesplit; /* a thief asks for more */
 } vt__fj_shared;
 

@@ -27,6 +27,7 @@ vt_err vt__deque_init(vt__deque *d, int64_t capacity)
 {
     atomic_init(&d->top, 0);
     atomic_init(&d->bottom, 0);
+    d->top_seen = 0;
     vt__dq_buf *b = buf_new(capacity);
     if (!b)
         return VT_ENOMEM;
@@ -66,12 +67,14 @@ static vt__dq_buf *grow(vt__deque *d, vt__dq_buf *old, int64_t t, int64_t b)
     return n;
 }
 
-vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg)
+/* The slow half of vt__deque_push: top moved on, or the buffer is full. */
+vt_err vt__deque_push_slow(vt__deque *d, vt_job_fn fn, void *arg)
 {
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
     vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
-    if (VT_UNLIKELY(b - atomic_load_explicit(&d->top, memory_order_acquire) > a->mask)) {
-        a = grow(d, a, atomic_load_explicit(&d->top, memory_order_acquire), b);
+    d->top_seen = atomic_load_explicit(&d->top, memory_order_acquire);
+    if (b - d->top_seen > a->mask) {
+        a = grow(d, a, d->top_seen, b);
         if (!a)
             return VT_ENOMEM;
     }
@@ -82,37 +85,13 @@ vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg)
     return VT_OK;
 }
 
-int vt__deque_take(vt__deque *d, vt__job *out)
-{
-    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
-    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
-    /* The store of bottom must be visible before top is read, or a thief and
-     * the owner could both take the last job. The paper's relaxed store and
-     * seq_cst fence become one seq_cst exchange: on x86-64 an xchg, which
-     * costs about half an mfence on the AMD and Intel parts measured. */
-    atomic_exchange_explicit(&d->bottom, b, memory_order_seq_cst);
-    int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
-    if (t > b) {
-        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-        return 0;
-    }
-    vt__dq_slot *s = &a->slot[b & a->mask];
-    out->fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
-    out->arg = atomic_load_explicit(&s->arg, memory_order_relaxed);
-    out->tag = 0;
-    if (t == b) {
-        /* The last job: a thief may be after it too; the CAS on top decides. */
-        int won = atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
-                                                          memory_order_relaxed);
-        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-        return won;
-    }
-    return 1;
-}
-
 int vt__deque_steal(vt__deque *d, vt__job *out)
 {
     int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    /* A cheap look first: thieves probe empty deques far more often than
+     * full ones, and the fence is the expensive part. */
+    if (t >= atomic_load_explicit(&d->bottom, memory_order_relaxed))
+        return 0;
     vt__fence_seq_cst();
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
     if (t >= b)

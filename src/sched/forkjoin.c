@@ -40,6 +40,7 @@ vt_err vt__fj_init(vt__wk *w, uint32_t frames)
     w->fj.split = dq;
     w->fj.shared = &w->fjs;
     w->fj.allstolen = 1;
+    w->fjs.dq = dq;
     atomic_init(&w->fjs.ts, 0);
     atomic_init(&w->fjs.movesplit, 0);
     return VT_OK;
@@ -129,12 +130,12 @@ int vt__fj_steal(vt__wk *self, vt__frame *self_head, vt__wk *victim)
     if (!atomic_compare_exchange_strong_explicit(&sh->ts, &v, TS(t + 1, s), memory_order_acq_rel,
                                                  memory_order_relaxed))
         return VT__STEAL_BUSY;
-    vt__frame *f = victim->fj.dq + t;
+    vt__frame *f = sh->dq + t;
     /* The owner, if it syncs this frame while we run it, steals back from
      * us: tell it who we are. */
     atomic_store_explicit(&f->thief, (uintptr_t)self, memory_order_relaxed);
     vt__count(&self->m.stolen, 1);
-    vt__count(&self->m.executed, 1);
+    vt__count(&self->m.frames, 1);
     f->run(&self->fj, self_head, f);
     atomic_store_explicit(&f->thief, VT__THIEF_DONE, memory_order_release);
     return VT__STEAL_DONE;

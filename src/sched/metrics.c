@@ -8,7 +8,7 @@
 
 static void read_worker(vt__wk *w, vt_worker_metrics *m)
 {
-    m->executed = vt__read(&w->m.executed);
+    m->executed = vt__read(&w->m.finished) + vt__read(&w->m.frames);
     m->stolen = vt__read(&w->m.stolen);
     m->steal_attempts = vt__read(&w->m.steal_attempts);
     m->parks = vt__read(&w->m.parks);

@@ -44,6 +44,24 @@ typedef struct pool_box {
 
 /* ---- Waking and parking ------------------------------------------------------- */
 
+void vt__pool_wake_worker(vt_pool *p, vt__wk *w)
+{
+    if (!atomic_load_explicit(&p->sleepers, memory_order_relaxed))
+        return;
+    vt__spin_lock(&p->idle_lock);
+    for (unsigned i = 0; i < p->idle_count; i++) {
+        if (p->idle_stack[i] == w->index) {
+            p->idle_stack[i] = p->idle_stack[--p->idle_count];
+            atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
+            atomic_store_explicit(&w->wake, 1, memory_order_release);
+            vt__spin_unlock(&p->idle_lock);
+            vt__futex_wake(&w->wake, 1);
+            return;
+        }
+    }
+    vt__spin_unlock(&p->idle_lock);
+}
+
 void vt__pool_wake_one(vt_pool *p)
 {
     if (!atomic_load_explicit(&p->sleepers, memory_order_relaxed))
@@ -98,7 +116,8 @@ static int work_visible(vt_pool *p)
     if (vt__squeue_count(&p->sq))
         return 1;
     for (unsigned i = 0; i < p->nworkers; i++)
-        if (vt__deque_size(&p->workers[i].dq) || vt__fj_has_work(&p->workers[i]))
+        if (vt__deque_size(&p->workers[i].dq) || vt__fj_has_work(&p->workers[i]) ||
+            atomic_load_explicit(&p->workers[i].inbox_state, memory_order_relaxed) == VT__INBOX_FULL)
             return 1;
     return 0;
 }
@@ -142,7 +161,7 @@ int vt__pool_is_quiet(vt_pool *p)
 {
     if (atomic_load_explicit(&p->timers_live, memory_order_acquire))
         return 0;
-    uint64_t fin = atomic_load_explicit(&p->cancelled, memory_order_acquire);
+    uint64_t fin = atomic_load_explicit(&p->settled, memory_order_acquire);
     for (unsigned i = 0; i < p->nworkers; i++)
         fin += atomic_load_explicit(&p->workers[i].m.finished, memory_order_acquire);
     uint64_t sub = atomic_load_explicit(&p->ext_submitted, memory_order_acquire);
@@ -188,7 +207,6 @@ void vt__pool_run_job(vt__wk *w, const vt__job *job)
 {
     w->group = job->tag;
     job->fn(job->arg);
-    vt__count(&w->m.executed, 1);
     /* Release: a reader that sees this count sees everything the job did,
      * including the submissions it made (see vt__pool_is_quiet). */
     atomic_store_explicit(&w->m.finished, atomic_load_explicit(&w->m.finished, memory_order_relaxed) + 1,
@@ -218,7 +236,6 @@ static int take_injected(vt__wk *w, vt__job *job)
         if (vt__deque_push(&w->dq, batch[i].fn, batch[i].arg) != VT_OK) {
             /* No memory to queue it: running it now loses nothing. */
             vt__pool_run_job(w, &batch[i]);
-            count_submitted(&w->m.submitted, 1);
         }
     }
     if (n > 1)
@@ -226,28 +243,24 @@ static int take_injected(vt__wk *w, vt__job *job)
     return 1;
 }
 
-static int take_own(vt__wk *w, vt__job *job)
-{
-    if (w->pool->opts.policy == VT_POLICY_LIFO)
-        return vt__deque_take(&w->dq, job);
-    int r;
-    while ((r = vt__deque_steal(&w->dq, job)) < 0)
-        ;
-    return r;
-}
-
-/* The next job that w should run from its own queues, in the policy's order. */
-static int take_local(vt__wk *w, vt__job *job)
+/* The next job that w should run from its own queues, in the policy's
+ * order: LIFO pools keep a deque per worker; the others one pool-wide
+ * queue, whose order is the policy's promise. */
+static inline int take_local(vt__wk *w, vt__job *job)
 {
     vt_pool *p = w->pool;
-    if (p->opts.policy >= VT_POLICY_PRIORITY)
+    if (VT_UNLIKELY(!w->lifo_pool))
         return vt__squeue_pop(&p->sq, job, 1) == 1;
-    if (++w->since_inject >= INJECT_CHECK_EVERY) {
+    if (VT_UNLIKELY(++w->since_inject >= INJECT_CHECK_EVERY)) {
         w->since_inject = 0;
         if (take_injected(w, job))
             return 1;
     }
-    return take_own(w, job) || take_injected(w, job);
+    if (vt__deque_take(&w->dq, job)) {
+        vt__donate_check(w);
+        return 1;
+    }
+    return take_injected(w, job);
 }
 
 enum { FOUND_NONE, FOUND_JOB, FOUND_FRAME };
@@ -257,7 +270,7 @@ enum { FOUND_NONE, FOUND_JOB, FOUND_FRAME };
 static int find_work(vt__wk *w, vt__job *job)
 {
     vt_pool *p = w->pool;
-    if (take_local(w, job))
+    if (take_local(w, job) || vt__inbox_take(w, job))
         return FOUND_JOB;
     unsigned n = p->nworkers;
     if (n < 2)
@@ -268,8 +281,9 @@ static int find_work(vt__wk *w, vt__job *job)
         if (v == w)
             continue;
         vt__count(&w->m.steal_attempts, 1);
-        if (p->opts.policy <= VT_POLICY_FIFO) {
+        if (w->lifo_pool) {
             int r;
+            vt__donate_ask(w, v);
             while ((r = vt__deque_steal(&v->dq, job)) < 0)
                 ;
             if (r) {
@@ -329,6 +343,9 @@ static void *worker_main(void *arg)
     for (;;) {
         if (take_local(w, &job)) {
             vt__pool_run_job(w, &job);
+            /* On VT_SHUTDOWN_CANCEL the jobs still queued are not run. */
+            if (VT_UNLIKELY(atomic_load_explicit(&p->state, memory_order_relaxed) >= VT__CANCELLING))
+                break;
             continue;
         }
         vt__pool_notify_quiet(p);
@@ -357,10 +374,12 @@ static vt_err enqueue(vt_pool *p, vt__wk *w, vt__job job, unsigned level)
 {
     if (p->opts.deterministic)
         return vt__det_push(p, job);
-    if (p->opts.policy <= VT_POLICY_FIFO && w) {
+    if (w && w->lifo_pool) {
         vt_err e = vt__deque_push(&w->dq, job.fn, job.arg);
-        if (!e)
+        if (!e) {
+            vt__donate_check(w);
             vt__pool_maybe_wake(p);
+        }
         return e;
     }
     vt_err e = vt__squeue_push(&p->sq, job, level);
@@ -414,14 +433,14 @@ vt_err vt_pool_submit(vt_pool *p, vt_job_fn fn, void *arg)
 {
     vt__wk *w = vt__worker_self();
     /* The common case inline: a worker feeding its own LIFO deque. */
-    if (VT_LIKELY(w && p && w->pool == p && fn && p->opts.policy == VT_POLICY_LIFO &&
-                  !p->opts.deterministic &&
+    if (VT_LIKELY(w && w->lifo_pool == p && p && fn &&
                   atomic_load_explicit(&p->state, memory_order_relaxed) <= VT__DRAINING)) {
         count_submitted(&w->m.submitted, 1);
         if (VT_UNLIKELY(vt__deque_push(&w->dq, fn, arg) != VT_OK)) {
             count_submitted(&w->m.submitted, -1);
             return VT_ENOMEM;
         }
+        vt__donate_check(w);
         vt__pool_maybe_wake(p);
         return VT_OK;
     }
@@ -458,7 +477,7 @@ static void timer_dispatch(void *ud, vt_job_fn fn, void *arg)
          * drop it. */
         vt_log(VT_LOG_ERROR, "sched", "no memory to queue a fired timer's job; running it on the timer thread");
         fn(arg);
-        atomic_fetch_add_explicit(&p->cancelled, 1, memory_order_release);
+        atomic_fetch_add_explicit(&p->settled, 1, memory_order_release);
         vt__pool_notify_quiet(p);
     }
 }
@@ -575,6 +594,7 @@ vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts)
     for (unsigned i = 0; i < p->nworkers; i++) {
         vt__wk *w = &p->workers[i];
         w->pool = p;
+        w->lifo_pool = o.policy == VT_POLICY_LIFO && !o.deterministic ? p : NULL;
         w->index = i;
         w->rng = vt_hash_mix64((uint64_t)(uintptr_t)p ^ (i + 1));
         if ((e = vt__deque_init(&w->dq, DEQUE_INITIAL)) || (e = vt__fj_init(w, o.frames))) {
@@ -612,10 +632,19 @@ static void cancel_leftovers(vt_pool *p)
     uint64_t n = 0;
     vt_cancel_fn cb = p->opts.on_cancel;
     for (unsigned i = 0; i < p->workers_ready; i++) {
-        while (vt__deque_take(&p->workers[i].dq, &job)) {
+        vt__wk *w = &p->workers[i];
+        while (vt__deque_take(&w->dq, &job)) {
             if (cb)
                 cb(p->opts.on_cancel_ud, job.fn, job.arg);
             n++;
+        }
+        if (atomic_load_explicit(&w->inbox_state, memory_order_acquire) == VT__INBOX_FULL) {
+            for (uint32_t k = 0; k < w->inbox_n; k++) {
+                if (cb)
+                    cb(p->opts.on_cancel_ud, w->inbox[k].fn, w->inbox[k].arg);
+                n++;
+            }
+            atomic_store_explicit(&w->inbox_state, VT__INBOX_EMPTY, memory_order_relaxed);
         }
     }
     if (p->sq_ready) {
@@ -631,7 +660,8 @@ static void cancel_leftovers(vt_pool *p)
         n++;
     }
     p->det_count = 0;
-    atomic_fetch_add_explicit(&p->cancelled, n, memory_order_release);
+    atomic_fetch_add_explicit(&p->cancelled, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->settled, n, memory_order_release);
 }
 
 /* Joins the workers (they must be told to stop already) and frees all. */
@@ -709,7 +739,7 @@ vt_err vt_pool_shutdown(vt_pool *p, vt_shutdown_mode mode, int64_t deadline)
         return VT_ECLOSED;
     p->shutdown_called = 1;
     size_t n = vt__timers_cancel_all(p->timers, p->opts.on_cancel, p->opts.on_cancel_ud);
-    atomic_fetch_add_explicit(&p->cancelled, n, memory_order_release);
+    atomic_fetch_add_explicit(&p->cancelled, n, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->timers_live, n, memory_order_seq_cst);
 
     vt_err e = VT_OK;

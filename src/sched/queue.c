@@ -189,9 +189,11 @@ vt_err vt__squeue_push(vt__shared_queue *q, vt__job job, unsigned level)
     return e;
 }
 
-/* PRIORITY's pick: the highest non-empty level, unless a lower non-empty
- * level has been passed over starvation_limit times (then the highest such
- * level). Every non-empty level not served ages by one. */
+/* PRIORITY's pick: the highest non-empty level, unless some non-empty
+ * level has been passed over starvation_limit times or more; then the one
+ * passed over most often (the higher on a tie). Serving the longest-waiting
+ * aged level, not the highest, is what bounds the wait: an aged level has at
+ * most levels-1 others ahead of it, each served once before it. */
 static int pick_level(vt__shared_queue *q)
 {
     int top = -1, aged = -1;
@@ -200,7 +202,7 @@ static int pick_level(vt__shared_queue *q)
             continue;
         if (top < 0)
             top = l;
-        else if (aged < 0 && q->age[l] >= q->starvation_limit)
+        if (q->age[l] >= q->starvation_limit && (aged < 0 || q->age[l] > q->age[aged]))
             aged = l;
     }
     if (top < 0)

@@ -53,14 +53,63 @@ typedef struct vt__deque {
     VT_CACHE_ALIGNED _Atomic int64_t top; /* thieves (and FIFO owners) CAS it */
     VT_CACHE_ALIGNED _Atomic int64_t bottom;
     _Atomic(vt__dq_buf *) buf;
+    /* The owner's last sight of top: a lower bound, since top only grows,
+     * so the owner need not touch the thieves' line to know there is room. */
+    int64_t top_seen;
 } vt__deque;
 
 VT_INTERNAL vt_err vt__deque_init(vt__deque *d, int64_t capacity);
 VT_INTERNAL void vt__deque_destroy(vt__deque *d);
-/* Owner only. VT_ENOMEM when the deque is full and cannot grow. */
-VT_INTERNAL vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg);
+VT_INTERNAL vt_err vt__deque_push_slow(vt__deque *d, vt_job_fn fn, void *arg);
+
+/* Owner only. VT_ENOMEM when the deque is full and cannot grow. Inline:
+ * it is half of every closure job's cost. */
+static inline vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    if (VT_UNLIKELY(b - d->top_seen > a->mask))
+        return vt__deque_push_slow(d, fn, arg);
+    vt__dq_slot *s = &a->slot[b & a->mask];
+    atomic_store_explicit(&s->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&s->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+    return VT_OK;
+}
+
 /* Owner only: the newest job (LIFO). 0 when empty. */
-VT_INTERNAL int vt__deque_take(vt__deque *d, vt__job *out);
+static inline int vt__deque_take(vt__deque *d, vt__job *out)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+    /* Only the owner adds jobs, so a deque that looks empty is empty: no
+     * need for the exchange below (a searching worker asks often). */
+    if (b < d->top_seen)
+        return 0;
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    /* The store of bottom must be visible before top is read, or a thief and
+     * the owner could both take the last job. The paper's relaxed store and
+     * seq_cst fence become one seq_cst exchange: on x86-64 an xchg, which
+     * costs less than an mfence. */
+    atomic_exchange_explicit(&d->bottom, b, memory_order_seq_cst);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
+    d->top_seen = t;
+    if (VT_UNLIKELY(t > b)) {
+        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+        return 0;
+    }
+    vt__dq_slot *s = &a->slot[b & a->mask];
+    out->fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
+    out->arg = atomic_load_explicit(&s->arg, memory_order_relaxed);
+    out->tag = 0;
+    if (VT_UNLIKELY(t == b)) {
+        /* The last job: a thief may be after it too; the CAS on top decides. */
+        int won = atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1, memory_order_seq_cst,
+                                                          memory_order_relaxed);
+        atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+        return won;
+    }
+    return 1;
+}
 /* Any thread: the oldest job. 1 taken, 0 empty, -1 lost a race (retry). */
 VT_INTERNAL int vt__deque_steal(vt__deque *d, vt__job *out);
 /* Any thread: a snapshot of the number of jobs (never negative). */
@@ -122,19 +171,22 @@ static inline uint64_t vt__squeue_count(vt__shared_queue *q)
 }
 
 /* ---- Workers ------------------------------------------------------------------ */
+#define VT__DONATE_MAX 32
+
 typedef struct vt__wmetrics {
-    VT_CACHE_ALIGNED _Atomic uint64_t executed;
+    VT_CACHE_ALIGNED _Atomic uint64_t frames; /* stolen fork–join frames run */
     _Atomic uint64_t stolen;
     _Atomic uint64_t steal_attempts;
     _Atomic uint64_t parks;
     _Atomic uint64_t idle_ns;
     _Atomic uint64_t submitted; /* jobs queued by this worker */
-    _Atomic uint64_t finished;  /* closure jobs this worker completed */
+    _Atomic uint64_t finished;  /* closure jobs this worker ran */
 } vt__wmetrics;
 
 typedef struct vt__wk {
     vt__worker fj; /* first: the fork–join macros see only this */
     vt_pool *pool;
+    vt_pool *lifo_pool; /* pool when its jobs go on this deque LIFO, else NULL */
     unsigned index;
     uint64_t rng;
     uint64_t group;       /* FAIR: key of the job being run */
@@ -144,6 +196,13 @@ typedef struct vt__wk {
     vt__deque dq;
     vt__wmetrics m;
     VT_CACHE_ALIGNED _Atomic uint32_t wake; /* futex word while parked */
+    /* Batch donation (LIFO pools, see donate.c): a thief writes its index + 1
+     * in the victim's `want`; the victim, at its next push or take, moves up
+     * to VT__DONATE_MAX of its oldest jobs into the thief's inbox. */
+    VT_CACHE_ALIGNED _Atomic uint32_t want;
+    VT_CACHE_ALIGNED _Atomic uint32_t inbox_state; /* VT__INBOX_* */
+    uint32_t inbox_n;
+    vt__job inbox[VT__DONATE_MAX];
     vt__thread thread;
     int thread_started;
 } vt__wk;
@@ -192,7 +251,10 @@ struct vt_pool {
     _Atomic int64_t det_clock;
     _Atomic int det_driving;
 
-    _Atomic uint64_t cancelled;
+    _Atomic uint64_t cancelled; /* metric: jobs and timers discarded */
+    /* Jobs counted as submitted that ended without a worker counting them
+     * finished: discarded at shutdown, or run on the timer thread. */
+    _Atomic uint64_t settled;
     int shutdown_called;
 };
 
@@ -204,7 +266,23 @@ static inline vt__wk *vt__worker_self(void)
     return vt__self;
 }
 
+/* donate.c */
+enum { VT__INBOX_EMPTY = 0, VT__INBOX_FILLING, VT__INBOX_FULL };
+VT_INTERNAL void vt__donate(vt__wk *w);
+/* Asks victim for a batch (if it has enough to share). */
+VT_INTERNAL void vt__donate_ask(vt__wk *self, vt__wk *victim);
+/* Takes the jobs a donor left in w's inbox: the first in *job, the others
+ * onto w's deque. 1 when there were any. */
+VT_INTERNAL int vt__inbox_take(vt__wk *w, vt__job *job);
+
+static inline void vt__donate_check(vt__wk *w)
+{
+    if (VT_UNLIKELY(atomic_load_explicit(&w->want, memory_order_relaxed)))
+        vt__donate(w);
+}
+
 /* pool.c */
+VT_INTERNAL void vt__pool_wake_worker(vt_pool *p, vt__wk *w);
 VT_INTERNAL void vt__pool_wake_one(vt_pool *p);
 VT_INTERNAL void vt__pool_maybe_wake(vt_pool *p);
 VT_INTERNAL void vt__pool_notify_quiet(vt_pool *p);

@@ -11,7 +11,7 @@
  * start of its slot, where a cascade is due), or for ever when no timer is
  * pending: no periodic tick. An add wakes it only when it files a deadline
  * before the one it sleeps until. */
-#include "timer.h"
+#include "sched_int.h"
 
 #include "wheel.h"
 
@@ -129,17 +129,18 @@ size_t vt__timers_cancel_all(vt__timers *t, vt_cancel_fn on_cancel, void *cancel
     if (!t)
         return 0;
     vt__wrec out[BATCH];
-    size_t total = 0, n;
+    size_t total = 0;
+    int more;
     do {
         vt__spin_lock(&t->lock);
-        n = vt__wheel_pop_any(&t->wheel, out, BATCH);
+        size_t n = vt__wheel_pop_any(&t->wheel, out, BATCH, &more);
         vt__spin_unlock(&t->lock);
         if (on_cancel)
             for (size_t i = 0; i < n; i++)
                 on_cancel(cancel_ud, out[i].fn, out[i].arg);
         atomic_fetch_sub_explicit(&t->pending, n, memory_order_release);
         total += n;
-    } while (n);
+    } while (more);
     return total;
 }
 
@@ -169,13 +170,13 @@ vt_err vt__timers_add(vt__timers *t, int64_t deadline, vt_job_fn fn, void *arg, 
     if (deadline < 0)
         deadline = 0;
     vt__spin_lock(&t->lock);
-    while (VT_UNLIKELY(!vt__wheel_has_room(&t->wheel))) {
+    while (VT_UNLIKELY(!vt__wheel_reserve(&t->wheel))) {
         /* Allocate outside the lock; if another adder installed this chunk
          * meanwhile, give ours back and use theirs. */
         unsigned k = t->wheel.nchunks;
-        size_t bytes = vt__wheel_chunk_bytes(&t->wheel, k);
+        size_t bytes = vt__wheel_chunk_bytes(k);
         vt__spin_unlock(&t->lock);
-        vt__wnode *mem = bytes ? vt_alloc(bytes) : NULL;
+        void *mem = bytes ? vt_alloc(bytes) : NULL;
         if (!mem)
             return VT_ENOMEM;
         vt__spin_lock(&t->lock);

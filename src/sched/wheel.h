@@ -3,38 +3,43 @@
  * the service calls everything here with its lock held, except
  * vt__wheel_init and vt__wheel_destroy. Private to sched.
  *
- * Ticks. Time is cut into ticks of 2^VT__WHEEL_TICK_SHIFT ns (2^20 ns, about
- * 1.05 ms). The wheel has 8 levels of 64 slots; a slot of level k spans 64^k
- * ticks, so the wheel spans 2^48 ticks, more than the 2^43 that a
- * non-negative int64_t deadline can reach: no overflow list, no deadline too
- * far. `cur` is the wheel's position. A timer whose tick is after cur sits
- * on the level of the highest 6-bit group in which its tick differs from
- * cur, in the slot that group names; a timer whose tick is not after cur
- * (added late, or due now) sits in level 0's slot of cur. So the slots of a
- * lower level all come before those of a higher one, and within a level the
- * lowest occupied slot is the earliest: the next slot is a ctz on a level's
- * occupancy bitmap.
+ * Ticks and levels. Time is cut into ticks of 2^VT__WHEEL_TICK_SHIFT ns
+ * (2^20 ns, about 1.05 ms). The wheel has 6 levels of 256 slots; a slot of
+ * level k spans 256^k ticks (level 0: 1 tick, 1: 268 ms, 2: 68.7 s, 3: 4.9 h,
+ * 4: 52 days, 5: 36 years), so the wheel spans 2^48 ticks, more than the
+ * 2^43 that a non-negative int64_t deadline can reach: no overflow list, no
+ * deadline too far. `cur` is the wheel's position. A timer whose tick is
+ * after cur sits on the level of the highest 8-bit group in which its tick
+ * differs from cur, in the slot that group names; a timer whose tick is not
+ * after cur (added late, or due now) sits in level 0's slot of cur. So the
+ * slots of a lower level all come before those of a higher one, and within a
+ * level the lowest occupied slot is the earliest: the next slot is two ctz,
+ * on a summary word and on one word of the occupancy bitmap. Wide levels
+ * mean few cascades: a timer an hour away is moved twice before it fires.
  *
  * Cascades. When cur reaches a slot of level k > 0, its timers are filed
  * again relative to the new cur, on lower levels. To overlap the cache
- * misses of that walk, a slot of level k > 0 keeps VT__WHEEL_WAYS lists
- * (a node goes on list index % WAYS) that a cascade walks side by side.
- * A level 0 slot is one list, one tick's timers with different ns
- * deadlines: it is sorted by (deadline, seq) before its head is compared to
- * "now" (appending in order keeps it sorted at no cost), so a timer never
+ * misses of that walk, a slot of level k > 0 keeps VT__WHEEL_WAYS lists (a
+ * node goes on list index % WAYS) that a cascade walks side by side. A level
+ * 0 slot is one list, one tick's timers with different ns deadlines: it is
+ * sorted by (deadline, seq) before its head is compared to "now" (appending
+ * in order, the usual case, keeps it sorted at no cost), so a timer never
  * fires before its exact deadline and ties fire in start order.
  *
- * Cancellation is lazy: it only marks the node (fn = NULL) and bumps its
- * generation, one cache line touched. Dead nodes are freed when the wheel
- * meets them (cascade, expiry, scans), or by a sweep over the slab that adds
- * run while dead nodes outnumber live ones, so the slab stays within about
- * twice the live timers.
+ * Cancellation is lazy: it only marks the node dead and bumps its
+ * generation, one cache line touched and no neighbour. Dead nodes are freed
+ * when the wheel meets them (cascade, expiry, scans), or by a sweep over the
+ * slab that adds run while dead nodes outnumber live ones (plus a slack), so
+ * the slab stays within about twice the live timers.
  *
- * Slab. Nodes live in chunks that never move (chunk k holds 64 << k nodes,
- * followed by as many uint32_t slots of the free stack) and are named by
- * 32-bit indices. A timer's handle is (generation << 32) | (index + 1): a
- * stale or forged handle fails the generation check instead of touching
- * another timer, and the handle 0 is never issued. */
+ * Slab. Nodes are named by 32-bit indices and live in chunks that never
+ * move: chunk k holds 64 << k nodes up to 2^18, then every chunk holds 2^18
+ * (18 MiB with their free stack entries: growth stays in steps that malloc
+ * serves from its heap rather than from fresh mmaps), 2^28 nodes at most.
+ * A timer's handle is
+ * (generation << 32) | (index + 1): a stale or forged handle fails the
+ * generation check instead of touching another timer, and the handle 0 is
+ * never issued. */
 #ifndef VITTE_SCHED_WHEEL_H
 #define VITTE_SCHED_WHEEL_H
 
@@ -42,58 +47,74 @@
 #include "../base/platform.h"
 
 #define VT__WHEEL_TICK_SHIFT 20
-#define VT__WHEEL_BITS 6
-#define VT__WHEEL_SLOTS 64
-#define VT__WHEEL_LEVELS 8
+#define VT__WHEEL_BITS 8
+#define VT__WHEEL_SLOTS 256
+#define VT__WHEEL_WORDS (VT__WHEEL_SLOTS / 64)
+#define VT__WHEEL_LEVELS 6
 #define VT__WHEEL_WAYS 8
 #define VT__WHEEL_NIL UINT32_MAX
-/* Chunk k of the slab holds 64 << k nodes; 26 chunks make 2^32 - 64
- * indices, all below VT__WHEEL_NIL. */
 #define VT__WHEEL_CHUNK0_SHIFT 6
-#define VT__WHEEL_MAX_CHUNKS 26
-/* Lists: level 0's 64 slots, then WAYS per slot of the other levels. */
+#define VT__WHEEL_CHUNK_MAX_SHIFT 18
+/* 13 doubling chunks, then 1024 of the largest size: 2^28 + 2^19 - 64
+ * nodes in all. */
+#define VT__WHEEL_DOUBLING (VT__WHEEL_CHUNK_MAX_SHIFT - VT__WHEEL_CHUNK0_SHIFT + 1)
+#define VT__WHEEL_MAX_CHUNKS (VT__WHEEL_DOUBLING + 1024)
+/* Lists: level 0's slots, then WAYS per slot of the other levels. */
 #define VT__WHEEL_LISTS \
     (VT__WHEEL_SLOTS + (VT__WHEEL_LEVELS - 1) * VT__WHEEL_SLOTS * VT__WHEEL_WAYS)
 
-/* 48 bytes. Links are indices, not pointers: half the size. */
+/* A timer: one cache line (the chunk is 64-byte aligned), so that each
+ * visit of the wheel, cascade or expiry, costs at most one miss. Links are
+ * indices. */
 typedef struct vt__wnode {
     int64_t deadline;
     uint64_t seq;   /* start order, for ties */
-    vt_job_fn fn;   /* NULL: cancelled, still linked until the wheel frees it */
-    void *arg;
     uint32_t next;
     uint32_t prev;
     uint32_t gen;
-    uint16_t where; /* slot number (level * 64 + slot), or VT__WHEEL_FREE */
-    uint16_t unused;
+    uint16_t where; /* slot number (level * 256 + slot), or VT__WHEEL_FREE */
+    uint16_t dead;  /* cancelled, still linked until the wheel frees it */
+    vt_job_fn fn;
+    void *arg;
+    unsigned char unused[16];
 } vt__wnode;
 
 #define VT__WHEEL_FREE 0xffffu
 
-/* An expired (or cancelled) timer's job, copied out under the lock so that
- * its node can be reused before the job is dispatched. */
+/* What expiry copies out of a node, under the lock, so that the node can be
+ * reused before the job is dispatched. */
 typedef struct vt__wrec {
     vt_job_fn fn;
     void *arg;
 } vt__wrec;
 
+/* A free stack entry: a free node and the generation of its next handle, so
+ * that an add builds the handle without waiting for the node's line. */
+typedef struct vt__wfree {
+    uint32_t index;
+    uint32_t gen;
+} vt__wfree;
+
 typedef struct vt__wheel {
     uint64_t cur;
     uint64_t seq;
-    uint64_t occupied[VT__WHEEL_LEVELS];
-    uint64_t sorted0; /* level 0 slots whose list is in (deadline, seq) order */
+    uint32_t summary; /* bit w: occ[w] != 0 */
     int cascading;    /* slot number being cascaded, or -1 */
+    uint64_t occ[VT__WHEEL_LEVELS * VT__WHEEL_WORDS]; /* occupied slots */
+    uint64_t sorted0[VT__WHEEL_WORDS]; /* level 0 slots in (deadline, seq) order */
     unsigned nchunks;
-    uint32_t hwm;     /* indices below hwm were handed out at least once */
-    uint32_t cap;     /* indices below cap exist */
-    uint32_t nfree;   /* entries on the free stack */
-    uint32_t sweep;   /* the sweep's next index */
-    uint64_t live;    /* pending timers */
-    uint64_t dead;    /* cancelled nodes not yet freed */
-    uint8_t ways[VT__WHEEL_LEVELS * VT__WHEEL_SLOTS]; /* non-empty lists of a slot, k > 0 */
+    uint32_t hwm;   /* indices below hwm were handed out at least once */
+    uint32_t cap;   /* indices below cap exist */
+    uint32_t nfree; /* entries on the free stack */
+    uint32_t sweep; /* the sweep's next index */
+    uint64_t live;  /* pending timers */
+    uint64_t dead;  /* cancelled nodes not yet freed */
+    vt__wnode *nodes[VT__WHEEL_MAX_CHUNKS];
+    vt__wfree *stacks[VT__WHEEL_MAX_CHUNKS];
+    void *mem[VT__WHEEL_MAX_CHUNKS]; /* as vt_alloc returned them */
+    uint8_t ways[VT__WHEEL_LEVELS * VT__WHEEL_SLOTS]; /* non-empty lists of a slot (k > 0) */
     uint32_t tail0[VT__WHEEL_SLOTS];
     uint32_t head[VT__WHEEL_LISTS];
-    vt__wnode *chunks[VT__WHEEL_MAX_CHUNKS];
 } vt__wheel;
 
 VT_INTERNAL void vt__wheel_init(vt__wheel *w);
@@ -130,7 +151,8 @@ VT_INTERNAL int64_t vt__wheel_next(vt__wheel *w, int advance);
  * 0 (else the start of its slot, where a cascade is due): how long the
  * firing thread may sleep. VT_FOREVER when empty. */
 VT_INTERNAL int64_t vt__wheel_bound(vt__wheel *w);
-/* Removes up to max pending timers, in no particular order (cancel-all). */
-VT_INTERNAL size_t vt__wheel_pop_any(vt__wheel *w, vt__wrec *out, size_t max);
+/* Removes up to max pending timers, in no particular order (cancel-all);
+ * *more as for vt__wheel_take. */
+VT_INTERNAL size_t vt__wheel_pop_any(vt__wheel *w, vt__wrec *out, size_t max, int *more);
 
 #endif

@@ -38,7 +38,7 @@ VT_TEST(waits_for_the_holder)
     atomic_store(&stage, 0);
     vt__spin_lock(&held);
     VT_CHECK_OK(vt__thread_create(&t, contender, NULL, 0, NULL));
-    while (atomic_load(&stage) != 1)
+    while (atomic_load(&stage) == 0)
         vt__thread_yield();
     /* Long enough for it to leave the spin rounds for the yield loop
      * (thousands of yields); it cannot get in while we hold the lock. */
@@ -93,4 +93,54 @@ VT_TEST(exact_count_under_contention)
         VT_CHECK_OK(vt__thread_join(t[i], NULL));
     VT_CHECK_EQ(counter, (long)THREADS * INCREMENTS);
     VT_CHECK_EQ(atomic_load(&overlap), 0);
+}
+
+/* Releases into a crowd: several threads wait in the slow path when the
+ * holder lets go, round after round; only one may get in each time. The
+ * holder of a round stays inside a while, so that a second one let in at
+ * the same moment would be seen there. */
+#define CROWD 3
+#define CROWD_ROUNDS 300
+
+static vt__spinlock gate = VT__SPINLOCK_INIT;
+static _Atomic int gate_round, gate_waiting, gate_inside, gate_overlap, gate_entries;
+
+static void *crowd_member(void *arg)
+{
+    (void)arg;
+    for (int r = 1; r <= CROWD_ROUNDS; r++) {
+        while (atomic_load(&gate_round) < r)
+            vt__thread_yield();
+        atomic_fetch_add(&gate_waiting, 1);
+        vt__spin_lock(&gate);
+        if (atomic_fetch_add(&gate_inside, 1) != 0)
+            atomic_fetch_add(&gate_overlap, 1);
+        atomic_fetch_add(&gate_entries, 1);
+        for (int i = 0; i < 200; i++)
+            vt__cpu_relax();
+        atomic_fetch_sub(&gate_inside, 1);
+        vt__spin_unlock(&gate);
+    }
+    return NULL;
+}
+
+VT_TEST(release_into_a_crowd)
+{
+    vt__thread t[CROWD];
+    for (int i = 0; i < CROWD; i++)
+        VT_CHECK_OK(vt__thread_create(&t[i], crowd_member, NULL, 0, NULL));
+    for (int r = 1; r <= CROWD_ROUNDS; r++) {
+        vt__spin_lock(&gate);
+        atomic_store(&gate_waiting, 0);
+        atomic_store(&gate_round, r);
+        while (atomic_load(&gate_waiting) < CROWD)
+            vt__thread_yield();
+        vt__spin_unlock(&gate);
+        while (atomic_load(&gate_entries) < r * CROWD)
+            vt__thread_yield();
+    }
+    for (int i = 0; i < CROWD; i++)
+        VT_CHECK_OK(vt__thread_join(t[i], NULL));
+    VT_CHECK_EQ(atomic_load(&gate_overlap), 0);
+    VT_CHECK_EQ(atomic_load(&gate_entries), CROWD * CROWD_ROUNDS);
 }

@@ -62,7 +62,7 @@ VT__FN uint64_t vt_test_rand(void);
 VT__FN unsigned vt_test_stress(void);
 
 /* The counting allocator, installed with vt_set_allocator before the first
- * test. The k-th allocation (or growing realloc) from now fails, k >= 1; 0
+ * test. The k-th allocation (or realloc) from now fails, k >= 1; 0
  * disables. Only that one fails: an OOM loop raises k until the call
  * succeeds. */
 VT__FN void vt_test_alloc_fail_at(long k);
@@ -441,7 +441,9 @@ VT__FN void vt__watchdog_arm(int on)
     pthread_mutex_lock(&vt__h.wd_mu);
     vt__h.wd_armed = on;
     if (on) {
-        int64_t ns = (int64_t)(vt__h.timeout_s * 1e9);
+        /* Capped at a year, so that a huge multiplier cannot overflow. */
+        double s = vt__h.timeout_s < 3.2e7 ? vt__h.timeout_s : 3.2e7;
+        int64_t ns = (int64_t)(s * 1e9);
         clock_gettime(CLOCK_MONOTONIC, &vt__h.wd_deadline);
         ns += vt__h.wd_deadline.tv_nsec;
         vt__h.wd_deadline.tv_sec += (time_t)(ns / 1000000000);
