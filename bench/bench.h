@@ -47,7 +47,7 @@
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BENCH_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                       \
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
     __has_feature(memory_sanitizer)
 #define BENCH_SANITIZED 1
 #endif
@@ -91,8 +91,8 @@ struct bench_case {
     const char *impl; /* impl= */
     unsigned threads;
     bench_rep_fn rep;
-    void *ctx;        /* the benchmark's */
-    char extra[256];  /* " key=value ..." appended to the BENCH line */
+    void *ctx;       /* the benchmark's */
+    char extra[256]; /* " key=value ..." appended to the BENCH line */
     /* Filled by bench_run: */
     int warmup; /* 1 during the untimed warm-up call of rep */
     double samples[BENCH_MAX_REPS];
@@ -116,7 +116,8 @@ static inline void bench_sleep_ns(int64_t ns)
 }
 
 /* Marks c failed with a message; returns -1 for the rep function to return. */
-static inline int bench_fail(bench_case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int bench_fail(bench_case *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline int bench_fail(bench_case *c, const char *fmt, ...)
 {
     va_list ap;
@@ -130,7 +131,8 @@ static inline int bench_fail(bench_case *c, const char *fmt, ...)
 }
 
 /* Appends " key=value" to c->extra (silently truncated past its size). */
-static inline void bench_extra(bench_case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void bench_extra(bench_case *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline void bench_extra(bench_case *c, const char *fmt, ...)
 {
     size_t len = strlen(c->extra);
@@ -169,7 +171,8 @@ static inline const char *bench_fmt(char *buf, size_t size, double ns)
 static inline void bench_usage(const char *prog, const bench_impl *impls, int n_impls,
                                const bench_opt *opts)
 {
-    fprintf(stderr, "usage: %s [--impl NAME[,NAME...]|all] [--threads N[,N...]] [--reps R] [--gap-ms G]",
+    fprintf(stderr,
+            "usage: %s [--impl NAME[,NAME...]|all] [--threads N[,N...]] [--reps R] [--gap-ms G]",
             prog);
     for (const bench_opt *o = opts; o && o->flag; o++)
         fprintf(stderr, " [%s N]", o->flag);

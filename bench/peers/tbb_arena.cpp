@@ -10,7 +10,8 @@
 #include "peers.h"
 #include "tbb_arena.hpp"
 
-namespace {
+namespace
+{
 constexpr unsigned max_threads = 256;
 std::mutex arenas_lock;
 // Never deleted: they live as long as the process, and destroying them from
@@ -26,7 +27,8 @@ tbb::task_arena *peer_tbb_arena(unsigned threads)
     std::lock_guard<std::mutex> hold(arenas_lock);
     // oneTBB starts one worker fewer than the CPUs by default; more threads
     // than CPUs (oversubscription) need the limit raised.
-    if (threads > parallelism_now && threads > static_cast<unsigned>(tbb::info::default_concurrency())) {
+    if (threads > parallelism_now &&
+        threads > static_cast<unsigned>(tbb::info::default_concurrency())) {
         new tbb::global_control(tbb::global_control::max_allowed_parallelism, threads);
         parallelism_now = threads;
     }

@@ -124,7 +124,13 @@ static int rep_tbb(bench_case *c, double *ns)
 }
 #endif
 
-enum { IMPL_SERIAL, IMPL_VITTE, IMPL_OPENMP, IMPL_TBB, N_IMPLS };
+enum {
+    IMPL_SERIAL,
+    IMPL_VITTE,
+    IMPL_OPENMP,
+    IMPL_TBB,
+    N_IMPLS
+};
 
 static const bench_impl impls[N_IMPLS] = {
     {"serial", 1},
@@ -191,7 +197,8 @@ int main(int argc, char **argv)
             if (!a.impl_on[k])
                 continue;
             bench_case *c = &cases[nc];
-            *c = (bench_case){.name = name, .impl = impls[k].name, .threads = th, .rep = rep_fns[k]};
+            *c =
+                (bench_case){.name = name, .impl = impls[k].name, .threads = th, .rep = rep_fns[k]};
             if (k == IMPL_VITTE) {
                 /* One pool per thread count, made here, outside every timed
                  * region; the pools not being measured are parked. */

@@ -80,8 +80,8 @@ int main(int argc, char **argv)
             status = 1;
             continue;
         }
-        cases[nc++] = (bench_case){.name = "idle", .impl = "vitte", .threads = th,
-                                   .rep = rep_idle, .ctx = &ctxs[t]};
+        cases[nc++] = (bench_case){
+            .name = "idle", .impl = "vitte", .threads = th, .rep = rep_idle, .ctx = &ctxs[t]};
     }
 
     /* The gap between windows would only be more idle time. */
@@ -90,8 +90,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nc; i++) {
         idle_ctx *x = cases[i].ctx;
         if (x->reps)
-            bench_extra(&cases[i], "parks=%.1f executed=%.1f",
-                        (double)x->parks / (double)x->reps,
+            bench_extra(&cases[i], "parks=%.1f executed=%.1f", (double)x->parks / (double)x->reps,
                         (double)x->executed / (double)x->reps);
     }
     status |= bench_report(cases, nc);

@@ -110,7 +110,12 @@ static int rep_peer(bench_case *c, double *ns)
 }
 #endif
 
-enum { IMPL_VITTE, IMPL_OPENMP, IMPL_TBB, N_IMPLS };
+enum {
+    IMPL_VITTE,
+    IMPL_OPENMP,
+    IMPL_TBB,
+    N_IMPLS
+};
 
 static const bench_impl impls[N_IMPLS] = {
     {"vitte", 1},
@@ -165,10 +170,16 @@ int main(int argc, char **argv)
             } else {
                 ctxs[t][0] = (submit_ctx){.pool = p, .external = 0};
                 ctxs[t][1] = (submit_ctx){.pool = p, .external = 1};
-                cases[nc++] = (bench_case){.name = "submit", .impl = "vitte", .threads = th,
-                                           .rep = rep_vitte, .ctx = &ctxs[t][0]};
-                cases[nc++] = (bench_case){.name = "submit_external", .impl = "vitte",
-                                           .threads = th, .rep = rep_vitte, .ctx = &ctxs[t][1]};
+                cases[nc++] = (bench_case){.name = "submit",
+                                           .impl = "vitte",
+                                           .threads = th,
+                                           .rep = rep_vitte,
+                                           .ctx = &ctxs[t][0]};
+                cases[nc++] = (bench_case){.name = "submit_external",
+                                           .impl = "vitte",
+                                           .threads = th,
+                                           .rep = rep_vitte,
+                                           .ctx = &ctxs[t][1]};
             }
         }
 #ifdef VT_HAVE_OPENMP
@@ -177,8 +188,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "error: OpenMP would not give %u threads\n", th);
                 status = 1;
             } else {
-                cases[nc] = (bench_case){.name = "submit", .impl = "openmp", .threads = th,
-                                         .rep = rep_peer, .ctx = &openmp_fn};
+                cases[nc] = (bench_case){.name = "submit",
+                                         .impl = "openmp",
+                                         .threads = th,
+                                         .rep = rep_peer,
+                                         .ctx = &openmp_fn};
                 bench_extra(&cases[nc++], "runtime=%s", peer_openmp_runtime());
             }
         }
@@ -189,8 +203,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "error: oneTBB would not give %u threads\n", th);
                 status = 1;
             } else {
-                cases[nc] = (bench_case){.name = "submit", .impl = "tbb", .threads = th,
-                                         .rep = rep_peer, .ctx = &tbb_fn};
+                cases[nc] = (bench_case){.name = "submit",
+                                         .impl = "tbb",
+                                         .threads = th,
+                                         .rep = rep_peer,
+                                         .ctx = &tbb_fn};
                 bench_extra(&cases[nc++], "runtime=%s", peer_tbb_runtime());
             }
         }
@@ -204,8 +221,7 @@ int main(int argc, char **argv)
         submit_ctx *x = cases[i].ctx;
         if (x->reps)
             bench_extra(&cases[i], "steals=%.1f parks=%.1f injected=%.0f",
-                        (double)x->stolen / (double)x->reps,
-                        (double)x->parks / (double)x->reps,
+                        (double)x->stolen / (double)x->reps, (double)x->parks / (double)x->reps,
                         (double)x->injected / (double)x->reps);
     }
     status |= bench_report(cases, nc);

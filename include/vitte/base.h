@@ -67,7 +67,8 @@ typedef enum vt_err {
 VT_API const char *vt_strerror(vt_err err);
 /* "VT_ETIMEDOUT", "VT_ESYSERR" ... Never NULL; static. */
 VT_API const char *vt_errname(vt_err err);
-/* VT_ESYSERR | e for an errno value e (e > 0); VT_OK for e == 0. */
+/* VT_ESYSERR | e for an errno value e (a negative e, as raw system calls
+ * return, counts as -e); VT_OK for e == 0. */
 VT_API vt_err vt_err_from_errno(int e);
 
 /* ---- Time ------------------------------------------------------------------
@@ -95,7 +96,8 @@ VT_API unsigned vt_cpu_count(void);
  * NULL), otherwise returns a block of new_size bytes holding the first
  * min(old,new) bytes of ptr (ptr may be NULL), or NULL on failure, leaving
  * ptr untouched. Blocks are aligned for any type (max_align_t); vitte asks
- * for larger alignment itself. */
+ * for larger alignment itself. A request for 0 bytes is made as 1 byte, since
+ * new_size == 0 means "free" to the hook. */
 typedef void *(*vt_alloc_fn)(void *ud, void *ptr, size_t old_size, size_t new_size);
 
 /* Replaces the allocator (NULL restores malloc/realloc/free). Call it before
@@ -129,13 +131,16 @@ typedef enum vt_log_level {
  * thread that logged, possibly from several threads at once. */
 typedef void (*vt_log_fn)(void *ud, vt_log_level level, const char *module, const char *msg);
 
+/* Levels outside ERROR..TRACE are clamped into that range. */
 VT_API void vt_log_set_level(vt_log_level level);
 VT_API vt_log_level vt_log_get_level(void);
-/* NULL restores the default handler (stderr: "vitte LEVEL module: msg"). */
+/* NULL restores the default handler (stderr: "vitte LEVEL module: msg").
+ * The previous handler may still be running on another thread when this
+ * returns: free its ud only once no thread can be logging. */
 VT_API void vt_log_set_handler(vt_log_fn fn, void *ud);
 VT_API int vt_log_enabled(vt_log_level level);
 VT_API void vt_log(vt_log_level level, const char *module, const char *fmt, ...) VT_PRINTF(3, 4);
-VT_API void vt_logv(vt_log_level level, const char *module, const char *fmt, va_list ap);
+VT_API void vt_logv(vt_log_level level, const char *module, const char *fmt, va_list ap) VT_PRINTF(3, 0);
 /* "error", "warn", ... */
 VT_API const char *vt_log_level_name(vt_log_level level);
 

@@ -108,12 +108,15 @@ VT_API vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts);
 
 /* Shuts the pool down as vt_pool_shutdown(p, VT_SHUTDOWN_DRAIN, VT_FOREVER)
  * unless that was done already, joins its threads and frees it. p may be
- * NULL. Must not be called from one of p's own workers. */
+ * NULL. Called from one of p's own workers it would wait for itself: it
+ * logs an error and leaves the pool as it is. */
 VT_API void vt_pool_free(vt_pool *p);
 
-/* Queues fn(arg). From one of p's workers the job goes on that worker's own
- * deque (no lock, no allocation after warm-up); from any other thread it
- * goes through the injection queue and wakes a parked worker.
+/* Queues fn(arg), to run once on some worker. On a LIFO pool, from one of
+ * p's workers the job goes on that worker's own deque (no lock, no
+ * allocation once the deque has grown); from any other thread, or on a pool
+ * of another policy, it goes into the pool-wide queue. A parked worker is
+ * woken when nobody is looking for work already.
  * Errors: VT_EINVAL (NULL p or fn), VT_ECLOSED (after shutdown began),
  * VT_ENOMEM (a queue had to grow and could not: the job was not queued). */
 VT_API vt_err vt_pool_submit(vt_pool *p, vt_job_fn fn, void *arg);
@@ -210,8 +213,10 @@ typedef struct vt_pool_metrics {
     unsigned workers;
     vt_worker_metrics total;   /* the sum over workers */
     uint64_t injected;         /* jobs submitted by non-workers */
-    uint64_t inject_depth;     /* jobs waiting in the injection queue (or the
-                                  PRIORITY/FAIR queues) now */
+    uint64_t inject_depth;     /* jobs waiting in the pool-wide queue now (the
+                                  injection queue of LIFO, the queue of the
+                                  other policies, the ready jobs of a
+                                  deterministic pool) */
     uint64_t timers_pending;
     uint64_t timers_fired;
     uint64_t cancelled;        /* jobs discarded at shutdown */

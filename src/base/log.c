@@ -169,7 +169,7 @@ void vt_logv(vt_log_level level, const char *module, const char *fmt, va_list ap
     size_t heap_size = 0;
     va_list again;
     va_copy(again, ap);
-    int len = vsnprintf(stack, sizeof stack, fmt ? fmt : "", ap);
+    int len = fmt ? vsnprintf(stack, sizeof stack, fmt, ap) : (stack[0] = '\0', 0);
     if (len < 0) {
         snprintf(stack, sizeof stack, "(bad log format: %s)", fmt ? fmt : "");
     } else if ((size_t)len >= sizeof stack) {

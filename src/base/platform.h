@@ -35,7 +35,8 @@ VT_INTERNAL uint64_t vt__thread_id(void);
  * deadline (ns of vt_now_ns, VT_FOREVER for none) passes. It may return
  * spuriously: callers re-check their condition in a loop. Returns VT_OK when
  * woken (or spuriously), VT_EAGAIN when *addr != expected on entry,
- * VT_ETIMEDOUT when the deadline passed. Wakes are process-private. */
+ * VT_ETIMEDOUT when the deadline passed, VT_ESYSERR|errno for a bad address.
+ * Wakes are process-private. */
 VT_INTERNAL vt_err vt__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
 /* Wakes up to n waiters (n == INT32_MAX: all). Returns how many it woke. */
 VT_INTERNAL int vt__futex_wake(_Atomic uint32_t *addr, int n);
@@ -90,7 +91,7 @@ static inline void vt__spin_unlock(vt__spinlock *l)
 }
 
 /* ---- Random numbers for schedulers -------------------------------------------
- * xorshift-style generator: fast, per-thread, not for cryptography. */
+ * splitmix64: fast, per-thread state, not for cryptography. */
 static inline uint64_t vt__rand_next(uint64_t *state)
 {
     /* splitmix64: passes BigCrush, and any seed (even 0) is a good one. */

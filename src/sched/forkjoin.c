@@ -74,6 +74,8 @@ static void grow_shared(vt__worker *w, vt__frame *head)
          * and release publishes the frames' contents to the thieves. */
         atomic_fetch_add_explicit(&w->shared->ts, (uint64_t)add << 32, memory_order_release);
         w->split += add;
+        /* The thief that asked may have given up and parked since. */
+        vt__pool_maybe_wake(((vt__wk *)w)->pool);
     }
     atomic_store_explicit(&w->shared->movesplit, 0, memory_order_relaxed);
 }

@@ -341,11 +341,11 @@ static void *worker_main(void *arg)
     vt__self = w;
     vt__job job;
     for (;;) {
+        /* On VT_SHUTDOWN_CANCEL no queued job starts any more. */
+        if (VT_UNLIKELY(atomic_load_explicit(&p->state, memory_order_acquire) >= VT__CANCELLING))
+            break;
         if (take_local(w, &job)) {
             vt__pool_run_job(w, &job);
-            /* On VT_SHUTDOWN_CANCEL the jobs still queued are not run. */
-            if (VT_UNLIKELY(atomic_load_explicit(&p->state, memory_order_relaxed) >= VT__CANCELLING))
-                break;
             continue;
         }
         vt__pool_notify_quiet(p);
@@ -490,10 +490,8 @@ vt_err vt_pool_submit_at(vt_pool *p, int64_t deadline, vt_job_fn fn, void *arg, 
         return VT_ECLOSED;
     atomic_fetch_add_explicit(&p->timers_live, 1, memory_order_seq_cst);
     vt_err e = vt__timers_add(p->timers, deadline < 0 ? 0 : deadline, fn, arg, out);
-    if (e) {
-        atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst);
+    if (e && atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst) == 1)
         vt__pool_notify_quiet(p);
-    }
     return e;
 }
 
@@ -511,10 +509,9 @@ vt_err vt_timer_cancel(vt_pool *p, vt_timer t)
     if (!p)
         return VT_EINVAL;
     vt_err e = vt__timers_cancel(p->timers, t);
-    if (!e) {
-        atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst);
+    /* Only the cancel of the last pending timer can make the pool quiet. */
+    if (!e && atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst) == 1)
         vt__pool_notify_quiet(p);
-    }
     return e;
 }
 
@@ -773,6 +770,11 @@ void vt_pool_free(vt_pool *p)
 {
     if (!p)
         return;
+    if (vt__worker_self() && vt__worker_self()->pool == p) {
+        /* It would join the thread it runs on: refuse, and keep the pool. */
+        vt_log(VT_LOG_ERROR, "sched", "vt_pool_free called from one of the pool's own workers; pool not freed");
+        return;
+    }
     if (!p->shutdown_called)
         vt_pool_shutdown(p, VT_SHUTDOWN_DRAIN, VT_FOREVER);
     atomic_store_explicit(&p->state, VT__STOPPING, memory_order_release);

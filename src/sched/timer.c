@@ -10,7 +10,15 @@
  * deadline (the exact deadline when it is on level 0 of the wheel, else the
  * start of its slot, where a cascade is due), or for ever when no timer is
  * pending: no periodic tick. An add wakes it only when it files a deadline
- * before the one it sleeps until. */
+ * before the one it sleeps until.
+ *
+ * An expiry fires the timers due at `now` that were pending when it began.
+ * A timer added during it (by a dispatch, or by another thread) waits for
+ * the next call even if already due, so that a dispatch re-adding a due
+ * timer cannot keep one call going for ever; and since timers fire in
+ * order, a due timer that sorts after such a newcomer waits too. Both
+ * callers loop: the thread expires again at once (its bound is then in the
+ * past), the deterministic pool asks for the next deadline, which is due. */
 #include "sched_int.h"
 
 #include "wheel.h"
@@ -35,14 +43,12 @@ struct vt__timers {
     _Atomic uint64_t fired;
 };
 
-/* Dispatches out[0..n-1] and then, only then, counts them fired: a caller
- * that sees pending drop sees their dispatch done. */
-static void dispatch_batch(vt__timers *t, const vt__wrec *out, size_t n)
+/* pending and fired change only under the lock: a load and a store, no
+ * locked instruction. Readers outside it load them with acquire. */
+static inline void count(_Atomic uint64_t *c, uint64_t delta)
 {
-    for (size_t i = 0; i < n; i++)
-        t->dispatch(t->ud, out[i].fn, out[i].arg);
-    atomic_fetch_add_explicit(&t->fired, n, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&t->pending, n, memory_order_release);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + delta,
+                          memory_order_release);
 }
 
 size_t vt__timers_expire(vt__timers *t, int64_t now)
@@ -53,20 +59,35 @@ size_t vt__timers_expire(vt__timers *t, int64_t now)
     size_t total = 0;
     int more;
     vt__spin_lock(&t->lock);
-    /* Timers added from here on (dispatch may add some that are already
-     * due) wait for the next call: one call always ends. */
+    /* Timers added from here on wait for the next call (see top). */
     uint64_t seq_end = t->wheel.seq;
     for (;;) {
         size_t n = vt__wheel_take(&t->wheel, now, seq_end, out, BATCH, &more);
-        vt__spin_unlock(&t->lock);
         if (n) {
-            dispatch_batch(t, out, n);
+            /* Counted fired before the jobs are queued, so that whoever sees
+             * a fired timer's job run also sees it counted. */
+            count(&t->fired, n);
+            vt__spin_unlock(&t->lock);
+            for (size_t i = 0; i < n; i++)
+                t->dispatch(t->ud, out[i].fn, out[i].arg);
             total += n;
+            vt__spin_lock(&t->lock);
+            /* Only now that their dispatch returned: whoever sees pending
+             * drop sees the dispatch done. */
+            count(&t->pending, -(uint64_t)n);
         }
         if (!more)
-            return total;
+            break;
+        /* Let adders and cancellers in between two bounded steps: a waiter
+         * needs a moment to see the lock free before this thread, which
+         * still holds its cache line, takes it back. */
+        vt__spin_unlock(&t->lock);
+        for (int i = 0; i < 8; i++)
+            vt__cpu_relax();
         vt__spin_lock(&t->lock);
     }
+    vt__spin_unlock(&t->lock);
+    return total;
 }
 
 static void *timer_thread(void *arg)
@@ -138,7 +159,11 @@ size_t vt__timers_cancel_all(vt__timers *t, vt_cancel_fn on_cancel, void *cancel
         if (on_cancel)
             for (size_t i = 0; i < n; i++)
                 on_cancel(cancel_ud, out[i].fn, out[i].arg);
-        atomic_fetch_sub_explicit(&t->pending, n, memory_order_release);
+        if (n) {
+            vt__spin_lock(&t->lock);
+            count(&t->pending, -(uint64_t)n);
+            vt__spin_unlock(&t->lock);
+        }
         total += n;
     } while (more);
     return total;
@@ -194,7 +219,7 @@ vt_err vt__timers_add(vt__timers *t, int64_t deadline, vt_job_fn fn, void *arg, 
         t->sleep_until = INT64_MIN;
         atomic_fetch_add_explicit(&t->wake_seq, 1, memory_order_relaxed);
     }
-    atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
+    count(&t->pending, 1);
     vt__spin_unlock(&t->lock);
     if (wake)
         vt__futex_wake(&t->wake_seq, 1);
@@ -209,11 +234,11 @@ vt_err vt__timers_cancel(vt__timers *t, vt_timer id)
         return VT_EINVAL;
     vt__spin_lock(&t->lock);
     vt_err e = vt__wheel_cancel(&t->wheel, id.id);
+    if (e == VT_OK)
+        count(&t->pending, (uint64_t)-1);
     vt__spin_unlock(&t->lock);
     /* The firing thread may now wake for a timer that is gone: it finds
      * nothing due and sleeps again, cheaper than waking it here. */
-    if (e == VT_OK)
-        atomic_fetch_sub_explicit(&t->pending, 1, memory_order_release);
     return e;
 }
 

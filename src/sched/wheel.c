@@ -12,8 +12,7 @@
 #define WORDS VT__WHEEL_WORDS
 #define WAYS VT__WHEEL_WAYS
 #define CHUNK0 VT__WHEEL_CHUNK0_SHIFT
-/* Index of the first node of the first chunk of the largest size. */
-#define BIG_START (((1u << VT__WHEEL_DOUBLING) - 1) << CHUNK0)
+#define BIG_START VT__WHEEL_BIG_START
 #define BIG_SHIFT VT__WHEEL_CHUNK_MAX_SHIFT
 
 /* Nodes moved or freed per vt__wheel_take call, so that the lock is never
@@ -25,43 +24,25 @@
  * dead, 4 frees about 2 per add, faster than cancels can add dead ones. */
 #define SWEEP_STEP 4
 
-_Static_assert(LEVELS * BITS + SHIFT >= 63, "the wheel must span every int64_t deadline");
-_Static_assert(LEVELS * SLOTS <= VT__WHEEL_FREE, "slot numbers fit in where");
-_Static_assert(LEVELS * WORDS <= 32, "the summary is a uint32_t");
+_Static_assert(SHIFT + (LEVELS * BITS) >= 63, "the wheel must span every int64_t deadline");
+_Static_assert((LEVELS * SLOTS) <= VT__WHEEL_FREE, "slot numbers fit in where");
+_Static_assert((LEVELS * WORDS) <= 32, "the summary is a uint32_t");
 _Static_assert(WAYS <= 8 && (WAYS & (WAYS - 1)) == 0, "ways fit a uint8_t mask");
 _Static_assert(sizeof(vt__wnode) == VT_CACHE_LINE, "a node is a cache line");
-_Static_assert((uint64_t)BIG_START + ((uint64_t)(VT__WHEEL_MAX_CHUNKS - VT__WHEEL_DOUBLING) << BIG_SHIFT) < VT__WHEEL_NIL,
-               "every index is below NIL");
-
-static inline unsigned chunk_of(uint32_t i, uint64_t *off)
-{
-    if (VT_LIKELY(i < BIG_START)) {
-        uint64_t j = (uint64_t)i + (1u << CHUNK0);
-        unsigned k = (unsigned)(63 - __builtin_clzll(j)) - CHUNK0;
-        *off = j - ((uint64_t)1 << (k + CHUNK0));
-        return k;
-    }
-    uint32_t r = i - BIG_START;
-    *off = r & ((1u << BIG_SHIFT) - 1);
-    return VT__WHEEL_DOUBLING + (r >> BIG_SHIFT);
-}
+/* The last chunk ends below NIL. */
+#define INDEX_END \
+    ((uint64_t)BIG_START + ((uint64_t)(VT__WHEEL_MAX_CHUNKS - VT__WHEEL_DOUBLING) << BIG_SHIFT))
+_Static_assert(INDEX_END < VT__WHEEL_NIL, "every index is below NIL");
 
 static inline size_t chunk_nodes(unsigned k)
 {
     return (size_t)1 << (k < VT__WHEEL_DOUBLING ? k + CHUNK0 : BIG_SHIFT);
 }
 
-static inline vt__wnode *node_at(const vt__wheel *w, uint32_t i)
-{
-    uint64_t off;
-    unsigned k = chunk_of(i, &off);
-    return &w->nodes[k][off];
-}
-
 static inline vt__wfree *stack_at(const vt__wheel *w, uint32_t p)
 {
     uint64_t off;
-    unsigned k = chunk_of(p, &off);
+    unsigned k = vt__wheel_chunk_of(p, &off);
     return &w->stacks[k][off];
 }
 
@@ -169,7 +150,7 @@ static inline void push(vt__wheel *w, unsigned slot, uint32_t i, vt__wnode *n)
             w->head[slot] = i;
             occ_set(w, slot);
         } else {
-            vt__wnode *tn = node_at(w, t);
+            vt__wnode *tn = vt__wheel_node(w, t);
             tn->next = i;
             if (before(n, tn))
                 set_sorted(w, slot, 0);
@@ -182,7 +163,7 @@ static inline void push(vt__wheel *w, unsigned slot, uint32_t i, vt__wnode *n)
     n->prev = NIL;
     n->next = h;
     if (h != NIL) {
-        node_at(w, h)->prev = i;
+        vt__wheel_node(w, h)->prev = i;
     } else {
         if (!w->ways[slot])
             occ_set(w, slot);
@@ -210,7 +191,7 @@ static inline void pop_head(vt__wheel *w, unsigned l, unsigned slot, uint32_t i,
 {
     w->head[l] = n->next;
     if (n->next != NIL)
-        node_at(w, n->next)->prev = NIL;
+        vt__wheel_node(w, n->next)->prev = NIL;
     else
         list_emptied(w, slot, i);
 }
@@ -222,14 +203,14 @@ static inline void unlink_node(vt__wheel *w, uint32_t i, vt__wnode *n)
         pop_head(w, l, slot, i, n);
         return;
     }
-    node_at(w, n->prev)->next = n->next;
+    vt__wheel_node(w, n->prev)->next = n->next;
     if (n->next != NIL)
-        node_at(w, n->next)->prev = n->prev;
+        vt__wheel_node(w, n->next)->prev = n->prev;
     else if (slot < SLOTS)
         w->tail0[slot] = n->prev;
 }
 
-/* n is unlinked; the caller adjusts live or dead. */
+/* n is unlinked; the caller adjusts dead if it was. */
 static inline void free_node(vt__wheel *w, uint32_t i, vt__wnode *n)
 {
     uint32_t gen = n->gen + 1;
@@ -260,7 +241,7 @@ void vt__wheel_init(vt__wheel *w)
         w->sorted0[i] = ~0ull;
     w->nchunks = 0;
     w->hwm = w->cap = w->nfree = w->sweep = 0;
-    w->live = w->dead = 0;
+    w->dead = 0;
     for (unsigned k = 0; k < VT__WHEEL_MAX_CHUNKS; k++) {
         w->nodes[k] = NULL;
         w->stacks[k] = NULL;
@@ -307,7 +288,7 @@ static void sweep(vt__wheel *w, unsigned steps)
         uint32_t i = w->sweep;
         if (++w->sweep >= w->hwm)
             w->sweep = 0;
-        vt__wnode *n = node_at(w, i);
+        vt__wnode *n = vt__wheel_node(w, i);
         if (n->dead && n->where != VT__WHEEL_FREE)
             reap(w, i, n);
     }
@@ -315,7 +296,9 @@ static void sweep(vt__wheel *w, unsigned steps)
 
 int vt__wheel_reserve(vt__wheel *w)
 {
-    if (w->dead > w->live + SWEEP_SLACK) {
+    /* Linked nodes are hwm - nfree; the live ones, those less the dead. */
+    uint64_t live = (uint64_t)(w->hwm - w->nfree) - w->dead;
+    if (w->dead > live + SWEEP_SLACK) {
         sweep(w, SWEEP_STEP);
         /* More than half of the slab is dead: reuse rather than grow. */
         while (!w->nfree && w->hwm == w->cap)
@@ -336,7 +319,7 @@ uint64_t vt__wheel_add(vt__wheel *w, int64_t deadline, vt_job_fn fn, void *arg)
     }
     /* Only stores to the node, none of its old contents needed: at a
      * million timers its line is a cache miss that need not be waited for. */
-    vt__wnode *n = node_at(w, i);
+    vt__wnode *n = vt__wheel_node(w, i);
     n->deadline = deadline;
     n->seq = w->seq++;
     n->gen = gen;
@@ -344,27 +327,7 @@ uint64_t vt__wheel_add(vt__wheel *w, int64_t deadline, vt_job_fn fn, void *arg)
     n->fn = fn;
     n->arg = arg;
     place(w, i, n);
-    w->live++;
     return ((uint64_t)gen << 32) | ((uint64_t)i + 1);
-}
-
-vt_err vt__wheel_cancel(vt__wheel *w, uint64_t id)
-{
-    uint32_t lo = (uint32_t)id;
-    if (lo == 0 || lo - 1 >= w->hwm)
-        return VT_ENOENT;
-    vt__wnode *n = node_at(w, lo - 1);
-    if (n->gen != (uint32_t)(id >> 32) || n->where == VT__WHEEL_FREE || n->dead)
-        return VT_ENOENT;
-    /* Lazy: unlinking would touch both neighbours, two more cache misses at
-     * a million timers; the wheel frees the node when it meets it. Nothing
-     * stored depends on the node's load (gen comes from the handle), so the
-     * next cancel's miss can start before this one's ends. */
-    n->dead = 1;
-    n->gen = (uint32_t)(id >> 32) + 1;
-    w->live--;
-    w->dead++;
-    return VT_OK;
 }
 
 /* Sorts level 0's slot by (deadline, seq): a bottom-up merge sort of the
@@ -381,23 +344,23 @@ static void sort_slot(vt__wheel *w, unsigned slot)
             uint32_t q = p, psize = 0, qsize = width;
             while (psize < width && q != NIL) {
                 psize++;
-                q = node_at(w, q)->next;
+                q = vt__wheel_node(w, q)->next;
             }
             while (psize > 0 || (qsize > 0 && q != NIL)) {
                 uint32_t e;
                 vt__wnode *en;
                 if (psize == 0) {
                     e = q;
-                    en = node_at(w, e);
+                    en = vt__wheel_node(w, e);
                     q = en->next;
                     qsize--;
                 } else if (qsize == 0 || q == NIL) {
                     e = p;
-                    en = node_at(w, e);
+                    en = vt__wheel_node(w, e);
                     p = en->next;
                     psize--;
                 } else {
-                    vt__wnode *pn = node_at(w, p), *qn = node_at(w, q);
+                    vt__wnode *pn = vt__wheel_node(w, p), *qn = vt__wheel_node(w, q);
                     if (!before(qn, pn)) {
                         e = p;
                         en = pn;
@@ -412,14 +375,14 @@ static void sort_slot(vt__wheel *w, unsigned slot)
                 }
                 en->prev = tail;
                 if (tail != NIL)
-                    node_at(w, tail)->next = e;
+                    vt__wheel_node(w, tail)->next = e;
                 else
                     list = e;
                 tail = e;
             }
             p = q;
         }
-        node_at(w, tail)->next = NIL;
+        vt__wheel_node(w, tail)->next = NIL;
         if (merges <= 1)
             break;
     }
@@ -430,21 +393,34 @@ static void sort_slot(vt__wheel *w, unsigned slot)
 
 /* Moves the cascading slot's timers down (freeing dead ones), at most
  * *budget nodes. The ways are walked side by side, one node of each per
- * round: their cache misses overlap. Returns 1 when the slot is empty. */
+ * round, so that their cache misses overlap; each node's successor is
+ * prefetched as soon as it is known, a round ahead of its turn. A popped
+ * node's successor keeps a stale prev while the walk goes on (nobody else
+ * sees the lists meanwhile): the heads are made proper again before the
+ * lock can be let go. Returns 1 when the slot is empty. */
 static int cascade(vt__wheel *w, unsigned *budget)
 {
     unsigned slot = (unsigned)w->cascading, base = ways_base(slot);
     unsigned m;
     while ((m = w->ways[slot]) != 0) {
         do {
-            if (!*budget)
+            if (!*budget) {
+                for (unsigned j = 0; j < WAYS; j++)
+                    if (w->head[base + j] != NIL)
+                        vt__wheel_node(w, w->head[base + j])->prev = NIL;
                 return 0;
+            }
             --*budget;
             unsigned way = (unsigned)__builtin_ctz(m);
             m &= m - 1;
             uint32_t h = w->head[base + way];
-            vt__wnode *n = node_at(w, h);
-            pop_head(w, base + way, slot, h, n);
+            vt__wnode *n = vt__wheel_node(w, h);
+            uint32_t next = n->next;
+            w->head[base + way] = next;
+            if (next != NIL)
+                __builtin_prefetch(vt__wheel_node(w, next), 1);
+            else
+                list_emptied(w, slot, h);
             if (!n->dead) {
                 place(w, h, n);
             } else {
@@ -483,7 +459,7 @@ size_t vt__wheel_take(vt__wheel *w, int64_t now, uint64_t seq_end, vt__wrec *out
                 sort_slot(w, slot);
             uint32_t h;
             while ((h = w->head[slot]) != NIL) {
-                vt__wnode *x = node_at(w, h);
+                vt__wnode *x = vt__wheel_node(w, h);
                 if (x->dead) {
                     if (!budget) {
                         *more = 1;
@@ -508,7 +484,6 @@ size_t vt__wheel_take(vt__wheel *w, int64_t now, uint64_t seq_end, vt__wrec *out
                 n++;
                 pop_head(w, slot, slot, h, x);
                 free_node(w, h, x);
-                w->live--;
             }
             advance(w, u < now_tick ? u : now_tick);
             continue;
@@ -539,7 +514,7 @@ int64_t vt__wheel_next(vt__wheel *w, int advance_ok)
             if (!sorted(w, slot))
                 sort_slot(w, slot);
             uint32_t h = w->head[slot];
-            vt__wnode *x = node_at(w, h);
+            vt__wnode *x = vt__wheel_node(w, h);
             if (!x->dead)
                 return x->deadline;
             reap(w, h, x);
@@ -554,7 +529,7 @@ int64_t vt__wheel_next(vt__wheel *w, int advance_ok)
         int found = 0;
         for (unsigned way = 0; way < WAYS; way++) {
             for (uint32_t h = w->head[ways_base(slot) + way]; h != NIL;) {
-                vt__wnode *x = node_at(w, h);
+                vt__wnode *x = vt__wheel_node(w, h);
                 uint32_t next = x->next;
                 if (x->dead) {
                     reap(w, h, x);
@@ -585,7 +560,7 @@ int64_t vt__wheel_bound(vt__wheel *w)
         if (!sorted(w, slot))
             sort_slot(w, slot);
         uint32_t h = w->head[slot];
-        vt__wnode *x = node_at(w, h);
+        vt__wnode *x = vt__wheel_node(w, h);
         if (!x->dead)
             return x->deadline;
         reap(w, h, x);
@@ -606,13 +581,12 @@ size_t vt__wheel_pop_any(vt__wheel *w, vt__wrec *out, size_t max, int *more)
         unsigned slot = (unsigned)first;
         unsigned l = slot < SLOTS ? slot : ways_base(slot) + (unsigned)__builtin_ctz(w->ways[slot]);
         uint32_t h = w->head[l];
-        vt__wnode *x = node_at(w, h);
+        vt__wnode *x = vt__wheel_node(w, h);
         pop_head(w, l, slot, h, x);
         if (!x->dead) {
             out[n].fn = x->fn;
             out[n].arg = x->arg;
             n++;
-            w->live--;
         } else {
             w->dead--;
         }

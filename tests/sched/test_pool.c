@@ -169,6 +169,7 @@ static void self_wait_job(void *arg)
     self_wait *s = arg;
     s->wait_err = vt_pool_wait_idle(s->p, VT_FOREVER);
     s->shutdown_err = vt_pool_shutdown(s->p, VT_SHUTDOWN_DRAIN, VT_FOREVER);
+    vt_pool_free(s->p); /* refused (an error is logged): the pool stays usable */
     s->index = vt_worker_index();
     s->current = vt_pool_current();
 }
@@ -184,6 +185,10 @@ VT_TEST(calls_that_would_wait_for_themselves)
     VT_CHECK_ERR(s.shutdown_err, VT_ESTATE);
     VT_CHECK(s.index == 0 || s.index == 1);
     VT_CHECK_PTR_EQ(s.current, p);
+    _Atomic uint64_t n = 0;
+    VT_CHECK_OK(vt_pool_submit(p, bump, &n));
+    VT_CHECK_OK(vt_pool_wait_idle(p, VT_FOREVER));
+    VT_CHECK_EQ(atomic_load(&n), 1);
     VT_CHECK_EQ(vt_worker_index(), -1);
     VT_CHECK_NULL(vt_pool_current());
     vt_pool_free(p);

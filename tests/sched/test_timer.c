@@ -13,8 +13,17 @@
 
 #include "vt_test.h"
 #include "sched/sched_int.h"
+#include "sched/wheel.h" /* the tick and the levels, whose boundaries the tests cross */
 
-#define TICK ((int64_t)1 << 20) /* the wheel's tick (wheel.h); tests cross its boundaries */
+#define TICK ((int64_t)1 << VT__WHEEL_TICK_SHIFT)
+#define LEVELS VT__WHEEL_LEVELS
+
+/* The span of one slot of level lvl, in ns. */
+static int64_t level_unit(int lvl)
+{
+    int shift = VT__WHEEL_TICK_SHIFT + VT__WHEEL_BITS * lvl;
+    return (int64_t)1 << (shift < 62 ? shift : 62);
+}
 
 /* ---- A dispatch that records what fired ----------------------------------- */
 
@@ -138,8 +147,7 @@ static int64_t spicy_deadline(int64_t base, const tdef *prev, size_t nprev)
     case 1:
         return base + rnd(TICK); /* one tick, many ns deadlines */
     case 2: {
-        int lvl = (int)rnd(6);
-        int64_t unit = (int64_t)1 << (20 + 8 * lvl);
+        int64_t unit = level_unit((int)rnd(LEVELS));
         int64_t b = (base / unit + 1 + rnd(3)) * unit;
         return b + rnd(3) - 1; /* on a boundary, or 1 ns either side */
     }
@@ -214,7 +222,8 @@ VT_TEST(one_tick_batches_come_out_sorted)
     for (size_t i = 0; i < n; i++) {
         /* Half share one deadline; the rest are spread over the tick, added
          * in reverse order so that nothing is sorted by luck. */
-        d[i].deadline = i % 2 ? base + TICK / 2 : base + TICK - 1 - (int64_t)i * (TICK / (int64_t)n);
+        d[i].deadline =
+            i % 2 ? base + TICK / 2 : base + TICK - 1 - (int64_t)i * (TICK / (int64_t)n);
         d[i].start = i;
         VT_CHECK_OK(vt__timers_add(t, d[i].deadline, job_fn, (void *)(uintptr_t)i, NULL));
     }
@@ -241,14 +250,14 @@ VT_TEST(never_early_across_tick_and_level_boundaries)
     /* Deadlines at every boundary of every level (and 1 ns around them),
      * then expire at each of those instants and 1 ns before: exactly the
      * timers at or before now fire. */
-    tdef d[6 * 4 * 3 + 8];
+    tdef d[LEVELS * 4 * 3 + 8];
     size_t n = 0;
     rec r;
     rec_init(&r, 256, 0);
     vt__timers *t = new_timers(0, &r);
     VT_CHECK_NOT_NULL(t);
-    for (int lvl = 0; lvl < 6; lvl++) {
-        int64_t unit = (int64_t)1 << (20 + 8 * lvl);
+    for (int lvl = 0; lvl < LEVELS; lvl++) {
+        int64_t unit = level_unit(lvl);
         for (int64_t k = 1; k <= 4; k++)
             for (int64_t e = -1; e <= 1; e++) {
                 d[n].deadline = (k * unit + e) > 0 ? k * unit + e : 1;
@@ -256,8 +265,13 @@ VT_TEST(never_early_across_tick_and_level_boundaries)
                 n++;
             }
     }
-    const int64_t far[8] = {VT_SEC(3600), VT_SEC(3600) * 24 * 365, VT_SEC(3600) * 24 * 365 * 100,
-                            ((int64_t)1 << 62) - 1, (int64_t)1 << 62, INT64_MAX - 1, INT64_MAX,
+    const int64_t far[8] = {VT_SEC(3600),
+                            VT_SEC(3600) * 24 * 365,
+                            VT_SEC(3600) * 24 * 365 * 100,
+                            ((int64_t)1 << 62) - 1,
+                            (int64_t)1 << 62,
+                            INT64_MAX - 1,
+                            INT64_MAX,
                             INT64_MAX - TICK};
     for (int i = 0; i < 8; i++) {
         d[n].deadline = far[i];
@@ -343,9 +357,9 @@ typedef struct mtimer {
 typedef struct model {
     vt__timers *t;
     mtimer *m;
-    size_t n;       /* timers ever added */
+    size_t n; /* timers ever added */
     size_t live;
-    int64_t now;    /* the instant of the expiry under way */
+    int64_t now; /* the instant of the expiry under way */
     uint64_t seq_end;
     int in_expire;
     size_t fired;
@@ -363,8 +377,7 @@ static int64_t model_deadline(model *md)
     case 2:
         return (now / TICK) * TICK + rnd(TICK);
     case 3: {
-        int lvl = (int)rnd(5);
-        int64_t unit = (int64_t)1 << (20 + 8 * lvl);
+        int64_t unit = level_unit((int)rnd(LEVELS - 1));
         if (now / unit >= INT64_MAX / unit - 3)
             return INT64_MAX;
         return (now / unit + 1 + rnd(2)) * unit + rnd(3) - 1;
@@ -439,9 +452,10 @@ static void model_dispatch(void *ud, vt_job_fn fn, void *arg)
     if (!md->in_expire || !want || got != want->seq) {
         if (!md->bad) {
             md->bad = 4;
-            printf("  model: at now %lld fired #%zu (deadline %lld), wanted #%lld (deadline %lld)\n",
-                   (long long)md->now, got, got < md->n ? (long long)md->m[got].deadline : -1LL,
-                   want ? (long long)want->seq : -1LL, want ? (long long)want->deadline : -1LL);
+            printf(
+                "  model: at now %lld fired #%zu (deadline %lld), wanted #%lld (deadline %lld)\n",
+                (long long)md->now, got, got < md->n ? (long long)md->m[got].deadline : -1LL,
+                want ? (long long)want->seq : -1LL, want ? (long long)want->deadline : -1LL);
         }
         return;
     }
@@ -488,8 +502,7 @@ static void model_round(int ops)
                 now = sat_add(now, rnd(TICK * 3));
                 break;
             case 1: {
-                int lvl = (int)rnd(5);
-                int64_t unit = (int64_t)1 << (20 + 8 * lvl);
+                int64_t unit = level_unit((int)rnd(LEVELS - 1));
                 if (now / unit < INT64_MAX / unit - 1)
                     now = (now / unit + 1) * unit - rnd(2);
                 break;
@@ -733,22 +746,25 @@ static int64_t min_live(const int64_t *dl, const int *alive, size_t n)
     return m;
 }
 
+#define NEXT_N 600
+#define CHURN_N 5000
+#define ORDER_N 2000
+
 /* The threaded service answers without moving its wheel ahead of real time
  * (it scans the earliest slot instead): check both kinds. */
 VT_TEST(next_deadline_follows_adds_cancels_and_expiry)
 {
     for (int threaded = 0; threaded <= 1; threaded++) {
-        enum { N = 600 };
         rec r;
-        rec_init(&r, N, 0);
+        rec_init(&r, NEXT_N, 0);
         vt__timers *t = new_timers(threaded, &r);
         VT_CHECK_NOT_NULL(t);
         int64_t base = threaded ? vt_now_ns() + VT_SEC(3600) : VT_SEC(100);
-        int64_t dl[N];
-        int alive[N];
-        vt_timer h[N];
+        int64_t dl[NEXT_N];
+        int alive[NEXT_N];
+        vt_timer h[NEXT_N];
         size_t live = 0;
-        for (size_t i = 0; i < N; i++) {
+        for (size_t i = 0; i < NEXT_N; i++) {
             dl[i] = base + rnd(4) * VT_SEC(10000) + rnd(VT_SEC(3600));
             alive[i] = 1;
             live++;
@@ -757,28 +773,28 @@ VT_TEST(next_deadline_follows_adds_cancels_and_expiry)
                 VT_CHECK_EQ(vt__timers_next_deadline(t), min_live(dl, alive, i + 1));
         }
         VT_CHECK_EQ(vt__timers_pending(t), live);
-        for (size_t k = 0; k < N / 2; k++) {
+        for (size_t k = 0; k < NEXT_N / 2; k++) {
             /* Cancel the earliest every other time, else a random one. */
-            size_t i = (size_t)rnd(N);
+            size_t i = (size_t)rnd(NEXT_N);
             if (k % 2 == 0) {
-                int64_t m = min_live(dl, alive, N);
-                for (size_t j = 0; j < N; j++)
+                int64_t m = min_live(dl, alive, NEXT_N);
+                for (size_t j = 0; j < NEXT_N; j++)
                     if (alive[j] && dl[j] == m)
                         i = j;
             }
             VT_CHECK_ERR(vt__timers_cancel(t, h[i]), alive[i] ? VT_OK : VT_ENOENT);
             live -= (size_t)alive[i];
             alive[i] = 0;
-            VT_CHECK_EQ(vt__timers_next_deadline(t), min_live(dl, alive, N));
+            VT_CHECK_EQ(vt__timers_next_deadline(t), min_live(dl, alive, NEXT_N));
             VT_CHECK_EQ(vt__timers_pending(t), live);
         }
         if (!threaded) {
             /* Expire up to each next deadline in turn. */
             while (live) {
-                int64_t m = min_live(dl, alive, N);
+                int64_t m = min_live(dl, alive, NEXT_N);
                 VT_CHECK_EQ(vt__timers_next_deadline(t), m);
                 size_t due = 0;
-                for (size_t j = 0; j < N; j++)
+                for (size_t j = 0; j < NEXT_N; j++)
                     if (alive[j] && dl[j] == m) {
                         alive[j] = 0;
                         due++;
@@ -837,7 +853,8 @@ VT_TEST(out_of_memory_fails_cleanly)
         vt__timers *t = NULL;
         vt_err e;
         long k = 1;
-        while ((e = (vt_test_alloc_fail_at(k), vt__timers_new(&t, threaded, rec_dispatch, &r, "oom"))) != VT_OK) {
+        while ((e = (vt_test_alloc_fail_at(k),
+                     vt__timers_new(&t, threaded, rec_dispatch, &r, "oom"))) != VT_OK) {
             VT_CHECK_ERR(e, VT_ENOMEM);
             VT_CHECK(t == NULL);
             VT_CHECK_EQ(vt_test_alloc_live(), live0);
@@ -884,13 +901,12 @@ VT_TEST(churn_of_cancelled_timers_keeps_memory_bounded)
     rec_init(&r, 1, 0);
     vt__timers *t = new_timers(0, &r);
     VT_CHECK_NOT_NULL(t);
-    enum { N = 5000 };
-    vt_timer *h = calloc(N, sizeof *h);
+    vt_timer *h = calloc(CHURN_N, sizeof *h);
     long live_at_10 = 0;
     for (int cycle = 0; cycle < 60; cycle++) {
-        for (size_t i = 0; i < N; i++)
+        for (size_t i = 0; i < CHURN_N; i++)
             VT_CHECK_OK(vt__timers_add(t, VT_SEC(3600) + rnd(VT_SEC(3600)), job_fn, NULL, &h[i]));
-        for (size_t i = 0; i < N; i++)
+        for (size_t i = 0; i < CHURN_N; i++)
             VT_CHECK_OK(vt__timers_cancel(t, h[i]));
         if (cycle == 10)
             live_at_10 = vt_test_alloc_live();
@@ -901,10 +917,10 @@ VT_TEST(churn_of_cancelled_timers_keeps_memory_bounded)
     /* Once the wheel passed them, every node is free for reuse: no growth. */
     VT_CHECK_EQ(vt__timers_expire(t, INT64_MAX), 0);
     vt_test_alloc_reset();
-    for (size_t i = 0; i < N; i++)
+    for (size_t i = 0; i < CHURN_N; i++)
         VT_CHECK_OK(vt__timers_add(t, rnd(VT_SEC(3600)), job_fn, NULL, NULL));
     VT_CHECK_EQ(vt_test_alloc_count(), 0);
-    VT_CHECK_EQ(vt__timers_expire(t, INT64_MAX), N);
+    VT_CHECK_EQ(vt__timers_expire(t, INT64_MAX), CHURN_N);
     vt__timers_free(t, NULL, NULL);
     free(h);
     rec_free(&r);
@@ -940,9 +956,8 @@ static void gate_dispatch(void *ud, vt_job_fn fn, void *arg)
 
 VT_TEST(threaded_fires_in_order_and_never_early)
 {
-    enum { N = 2000 };
     gate g;
-    rec_init(&g.r, N, 1);
+    rec_init(&g.r, ORDER_N, 1);
     atomic_init(&g.open, 0);
     atomic_init(&g.entered, 0);
     vt__timers *t = NULL;
@@ -950,30 +965,30 @@ VT_TEST(threaded_fires_in_order_and_never_early)
     VT_CHECK_OK(vt__timers_add(t, 0, job_fn, (void *)UINTPTR_MAX, NULL));
     while (!atomic_load(&g.entered))
         vt__sleep_ns(VT_US(100));
-    tdef *d = calloc(N, sizeof *d);
+    tdef *d = calloc(ORDER_N, sizeof *d);
     int64_t now = vt_now_ns();
-    for (size_t i = 0; i < N; i++) {
+    for (size_t i = 0; i < ORDER_N; i++) {
         /* Some past, most within 30 ms, ties, one-tick crowds. */
         int64_t k = rnd(10);
-        d[i].deadline = k == 0   ? now - rnd(VT_SEC(1))
+        d[i].deadline = k == 0        ? now - rnd(VT_SEC(1))
                         : k == 1 && i ? d[rnd((int64_t)i)].deadline
-                        : k == 2 ? now + VT_MS(5) + rnd(TICK)
-                                 : now + rnd(VT_MS(30));
+                        : k == 2      ? now + VT_MS(5) + rnd(TICK)
+                                      : now + rnd(VT_MS(30));
         d[i].start = i;
         VT_CHECK_OK(vt__timers_add(t, d[i].deadline, job_fn, (void *)(uintptr_t)i, NULL));
     }
     atomic_store(&g.open, 1);
     vt__futex_wake(&g.open, 1);
-    wait_count(&g.r, N);
-    qsort(d, N, sizeof *d, tdef_cmp);
-    for (size_t i = 0; i < N; i++) {
+    wait_count(&g.r, ORDER_N);
+    qsort(d, ORDER_N, sizeof *d, tdef_cmp);
+    for (size_t i = 0; i < ORDER_N; i++) {
         VT_CHECK_EQ(g.r.args[i], d[i].start);
         VT_CHECK_GE(g.r.at[i], d[i].deadline);
     }
     /* The pending count drops after the dispatch: wait for it. */
     while (vt__timers_pending(t))
         sched_yield();
-    VT_CHECK_EQ(vt__timers_fired(t), N + 1);
+    VT_CHECK_EQ(vt__timers_fired(t), ORDER_N + 1);
     vt__timers_free(t, NULL, NULL);
     rec_free(&g.r);
     free(d);

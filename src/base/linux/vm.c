@@ -1,6 +1,9 @@
 /* Address-space reservations for the fork–join frame deques (and fiber
  * stacks later): MAP_NORESERVE so that a deque sized for the worst case
  * costs only the pages a run touches. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
+#endif
 #include <sys/mman.h>
 
 #include "../platform.h"
