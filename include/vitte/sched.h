@@ -270,7 +270,7 @@ typedef struct vt__frame vt__frame;
 
 struct vt__frame {
     void (*run)(vt__worker *w, vt__frame *head, vt__frame *self);
-    _Atomic(uintptr_t) thief; /* VT__THIEF_*, or the thief's fj_shared address */
+    _Atomic(uintptr_t) thief; /* VT__THIEF_*, or the thief's worker address */
     union {
         unsigned char bytes[VT_FRAME_DATA];
         void *align_p;
@@ -279,8 +279,11 @@ struct vt__frame {
     } d;
 };
 
+/* A frame's thief is EMPTY until a thief claims it and writes its own
+ * address there, then DONE when it finished; the owner sets it back to
+ * EMPTY after syncing a stolen frame. Frames start zeroed, so a spawn never
+ * has to write it. */
 #define VT__THIEF_EMPTY ((uintptr_t)0)
-#define VT__THIEF_TASK ((uintptr_t)1)
 #define VT__THIEF_DONE ((uintptr_t)2)
 
 /* The part of a worker's fork–join state that thieves touch. ts packs the
@@ -289,16 +292,19 @@ struct vt__frame {
 typedef struct vt__fj_shared {
     VT_CACHE_ALIGNED _Atomic uint64_t ts;
     vt__frame *dq; /* frame 0, read-only: thieves find it on ts's line */
-    VT_CACHE_ALIGNED _Atomic uint32_t movesplit; /* a thief asks for more */
 } vt__fj_shared;
 
-/* The owner's view; the library's worker begins with this. */
+/* The owner's view; the library's worker begins with this. movesplit,
+ * which thieves set to ask for more shared frames, sits on the same line as
+ * the owner's fields: the owner reads it at every spawn and sync, and a
+ * thief's write costs that line one miss wherever the flag lives. */
 struct vt__worker {
     vt__frame *split;  /* frames at and above split are private */
     vt__frame *dq;     /* frame 0 */
     vt__frame *end;    /* one past the last frame */
     vt__fj_shared *shared;
     uint32_t allstolen; /* every shared frame is stolen (owner's copy) */
+    _Atomic uint32_t movesplit;
 };
 
 VT_API void vt__fj_spawn_slow(vt__worker *w, vt__frame *head);
@@ -310,13 +316,13 @@ VT_API vt_err vt__fj_run_root(vt_pool *p, vt__frame *root);
 
 static inline void vt__fj_publish(vt__worker *w, vt__frame *head)
 {
-    if (VT_UNLIKELY(w->allstolen | atomic_load_explicit(&w->shared->movesplit, memory_order_relaxed)))
+    if (VT_UNLIKELY(w->allstolen | atomic_load_explicit(&w->movesplit, memory_order_relaxed)))
         vt__fj_spawn_slow(w, head);
 }
 
 static inline int vt__fj_is_private(vt__worker *w, vt__frame *head)
 {
-    return VT_LIKELY(!atomic_load_explicit(&w->shared->movesplit, memory_order_relaxed)) &&
+    return VT_LIKELY(!atomic_load_explicit(&w->movesplit, memory_order_relaxed)) &&
            VT_LIKELY(w->split <= head);
 }
 
@@ -365,7 +371,6 @@ static inline int vt__fj_is_private(vt__worker *w, vt__frame *head)
             vt__fj_overflow(w);                                                                    \
         vt__fj_td_##name *t = (vt__fj_td_##name *)head;                                            \
         t->run = vt__fj_run_##name;                                                                \
-        atomic_store_explicit(&t->thief, VT__THIEF_TASK, memory_order_relaxed);                    \
         VT__STORE(t, ##__VA_ARGS__)                                                                \
         vt__fj_publish(w, head);                                                                   \
     }
@@ -413,7 +418,7 @@ static inline int vt__fj_is_private(vt__worker *w, vt__frame *head)
     {                                                                                              \
         vt__fj_td_##name f;                                                                        \
         f.run = vt__fj_run_##name;                                                                 \
-        atomic_init(&f.thief, VT__THIEF_TASK);                                                     \
+        atomic_init(&f.thief, VT__THIEF_EMPTY);                                                     \
         VT__STORE(&f, ##__VA_ARGS__)                                                               \
         vt_err e = vt__fj_run_root(p, (vt__frame *)&f);                                            \
         if (e == VT_OK && res)                                                                     \
@@ -466,7 +471,7 @@ static inline int vt__fj_is_private(vt__worker *w, vt__frame *head)
         (void)unused;                                                                              \
         vt__fj_td_##name f;                                                                        \
         f.run = vt__fj_run_##name;                                                                 \
-        atomic_init(&f.thief, VT__THIEF_TASK);                                                     \
+        atomic_init(&f.thief, VT__THIEF_EMPTY);                                                     \
         VT__STORE(&f, ##__VA_ARGS__)                                                               \
         return vt__fj_run_root(p, (vt__frame *)&f);                                                \
     }                                                                                              \

@@ -42,7 +42,7 @@ vt_err vt__fj_init(vt__wk *w, uint32_t frames)
     w->fj.allstolen = 1;
     w->fjs.dq = dq;
     atomic_init(&w->fjs.ts, 0);
-    atomic_init(&w->fjs.movesplit, 0);
+    atomic_init(&w->fj.movesplit, 0);
     return VT_OK;
 }
 
@@ -77,7 +77,7 @@ static void grow_shared(vt__worker *w, vt__frame *head)
         /* The thief that asked may have given up and parked since. */
         vt__pool_maybe_wake(((vt__wk *)w)->pool);
     }
-    atomic_store_explicit(&w->shared->movesplit, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->movesplit, 0, memory_order_relaxed);
 }
 
 void vt__fj_spawn_slow(vt__worker *w, vt__frame *head)
@@ -87,7 +87,7 @@ void vt__fj_spawn_slow(vt__worker *w, vt__frame *head)
          * can succeed a CAS now and a plain store may restart the shared
          * part with this frame alone. */
         uint32_t h = (uint32_t)(head - w->dq);
-        atomic_store_explicit(&w->shared->movesplit, 0, memory_order_relaxed);
+        atomic_store_explicit(&w->movesplit, 0, memory_order_relaxed);
         atomic_store_explicit(&w->shared->ts, TS(h, h + 1), memory_order_release);
         w->split = head + 1;
         w->allstolen = 0;
@@ -125,8 +125,8 @@ int vt__fj_steal(vt__wk *self, vt__frame *self_head, vt__wk *victim)
     uint64_t v = atomic_load_explicit(&sh->ts, memory_order_acquire);
     uint32_t t = TS_TAIL(v), s = TS_SPLIT(v);
     if (t >= s) {
-        if (!atomic_load_explicit(&sh->movesplit, memory_order_relaxed))
-            atomic_store_explicit(&sh->movesplit, 1, memory_order_relaxed);
+        if (!atomic_load_explicit(&victim->fj.movesplit, memory_order_relaxed))
+            atomic_store_explicit(&victim->fj.movesplit, 1, memory_order_relaxed);
         return VT__STEAL_NONE;
     }
     if (!atomic_compare_exchange_strong_explicit(&sh->ts, &v, TS(t + 1, s), memory_order_acq_rel,
@@ -157,7 +157,7 @@ static void leapfrog(vt__wk *self, vt__frame *head)
 {
     uintptr_t th = atomic_load_explicit(&head->thief, memory_order_acquire);
     unsigned spins = 0;
-    while (th == VT__THIEF_TASK) {
+    while (th == VT__THIEF_EMPTY) {
         /* Claimed, but the thief has not written its name yet. */
         if (++spins > LEAP_YIELD_AFTER)
             vt__thread_yield();
@@ -186,6 +186,8 @@ static void leapfrog(vt__wk *self, vt__frame *head)
         }
         th = atomic_load_explicit(&head->thief, memory_order_acquire);
     }
+    /* Ready for the next spawn into this slot. */
+    atomic_store_explicit(&head->thief, VT__THIEF_EMPTY, memory_order_relaxed);
 }
 
 int vt__fj_sync_slow(vt__worker *w, vt__frame *head)
@@ -198,7 +200,7 @@ int vt__fj_sync_slow(vt__worker *w, vt__frame *head)
         w->allstolen = 1;
         return 1;
     }
-    if (atomic_load_explicit(&w->shared->movesplit, memory_order_relaxed))
+    if (atomic_load_explicit(&w->movesplit, memory_order_relaxed))
         grow_shared(w, head);
     return 0;
 }
@@ -244,6 +246,11 @@ vt_err vt__fj_run_root(vt_pool *p, vt__frame *root)
     vt_err e = vt_pool_submit(p, run_root_job, &c);
     if (e)
         return e;
+    /* The submission woke one worker for the root; a fork–join tree will
+     * want a thief too. Waking it now overlaps the two wake-ups, which on a
+     * machine whose idle CPUs sleep cost tens of microseconds each. */
+    if (p->nworkers > 1)
+        vt__pool_wake_one(p);
     if (p->opts.deterministic)
         return vt__det_drive(p, VT_FOREVER, root_done, &c) == VT_OK && root_done(&c) ? VT_OK : VT_ECLOSED;
     while (!atomic_load_explicit(&c.done, memory_order_acquire))
