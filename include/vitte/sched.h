@@ -320,10 +320,12 @@ static inline void vt__fj_publish(vt__worker *w, vt__frame *head)
         vt__fj_spawn_slow(w, head);
 }
 
+/* A frame at or above split is private: nobody can have stolen it. (A
+ * thief's request for more is answered at the next spawn, which every
+ * sync follows soon enough.) */
 static inline int vt__fj_is_private(vt__worker *w, vt__frame *head)
 {
-    return VT_LIKELY(!atomic_load_explicit(&w->movesplit, memory_order_relaxed)) &&
-           VT_LIKELY(w->split <= head);
+    return VT_LIKELY(w->split <= head);
 }
 
 /* Parameter-list helpers over (T1, a1, T2, a2, ...) pairs. VT__NPAIRS(x, ...)
