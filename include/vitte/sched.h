@@ -203,6 +203,7 @@ VT_API vt_err vt_timer_cancel(vt_pool *p, vt_timer t);
 typedef struct vt_worker_metrics {
     uint64_t executed;       /* closure jobs and stolen frames run */
     uint64_t stolen;         /* successful steals (jobs and frames) */
+    uint64_t received;       /* jobs received in batches from busy workers */
     uint64_t steal_attempts; /* victims probed */
     uint64_t parks;          /* times the worker went to sleep */
     uint64_t idle_ns;        /* time spent searching and parked */

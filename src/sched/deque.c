@@ -28,6 +28,8 @@ vt_err vt__deque_init(vt__deque *d, int64_t capacity)
     atomic_init(&d->top, 0);
     atomic_init(&d->bottom, 0);
     d->top_seen = 0;
+    d->hold_local = INT64_MAX;
+    atomic_init(&d->hold, -1);
     vt__dq_buf *b = buf_new(capacity);
     if (!b)
         return VT_ENOMEM;
@@ -72,7 +74,14 @@ vt_err vt__deque_push_slow(vt__deque *d, vt_job_fn fn, void *arg)
 {
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
     vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
-    d->top_seen = atomic_load_explicit(&d->top, memory_order_acquire);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    if (d->hold_local != INT64_MAX) {
+        if (atomic_load_explicit(&d->hold, memory_order_acquire) < 0)
+            d->hold_local = INT64_MAX; /* the thief has read its range */
+        else if (d->hold_local < t)
+            t = d->hold_local;
+    }
+    d->top_seen = t;
     if (b - d->top_seen > a->mask) {
         a = grow(d, a, d->top_seen, b);
         if (!a)

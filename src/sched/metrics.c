@@ -10,6 +10,7 @@ static void read_worker(vt__wk *w, vt_worker_metrics *m)
 {
     m->executed = vt__read(&w->m.finished) + vt__read(&w->m.frames);
     m->stolen = vt__read(&w->m.stolen);
+    m->received = vt__read(&w->m.received);
     m->steal_attempts = vt__read(&w->m.steal_attempts);
     m->parks = vt__read(&w->m.parks);
     m->idle_ns = vt__read(&w->m.idle_ns);
@@ -29,6 +30,7 @@ vt_err vt_pool_metrics_get(vt_pool *p, vt_pool_metrics *out, vt_worker_metrics *
             per_worker[i] = m;
         out->total.executed += m.executed;
         out->total.stolen += m.stolen;
+        out->total.received += m.received;
         out->total.steal_attempts += m.steal_attempts;
         out->total.parks += m.parks;
         out->total.idle_ns += m.idle_ns;
@@ -49,8 +51,9 @@ vt_err vt_pool_metrics_get(vt_pool *p, vt_pool_metrics *out, vt_worker_metrics *
 
 static void print_row(FILE *f, const char *name, const vt_worker_metrics *m)
 {
-    fprintf(f, "%-8s %12" PRIu64 " %10" PRIu64 " %12" PRIu64 " %8" PRIu64 " %12.3f %8" PRIu64 "\n", name,
-            m->executed, m->stolen, m->steal_attempts, m->parks, (double)m->idle_ns / 1e9, m->queue_depth);
+    fprintf(f, "%-8s %12" PRIu64 " %10" PRIu64 " %10" PRIu64 " %12" PRIu64 " %8" PRIu64 " %12.3f %8" PRIu64 "\n",
+            name, m->executed, m->stolen, m->received, m->steal_attempts, m->parks, (double)m->idle_ns / 1e9,
+            m->queue_depth);
 }
 
 vt_err vt_pool_metrics_print(vt_pool *p, FILE *f)
@@ -63,8 +66,8 @@ vt_err vt_pool_metrics_print(vt_pool *p, FILE *f)
     static const char *policies[] = {"lifo", "fifo", "priority", "fair"};
     fprintf(f, "pool: %u worker%s, policy %s%s\n", t.workers, t.workers == 1 ? "" : "s",
             policies[p->opts.policy], p->opts.deterministic ? ", deterministic" : "");
-    fprintf(f, "%-8s %12s %10s %12s %8s %12s %8s\n", "worker", "executed", "stolen", "steal-tries", "parks",
-            "idle-s", "queued");
+    fprintf(f, "%-8s %12s %10s %10s %12s %8s %12s %8s\n", "worker", "executed", "stolen", "received",
+            "steal-tries", "parks", "idle-s", "queued");
     char name[16];
     for (unsigned i = 0; i < t.workers; i++) {
         snprintf(name, sizeof(name), "%u", i);

@@ -122,6 +122,8 @@ static int work_visible(vt_pool *p)
     return 0;
 }
 
+static void notify_if_all_idle(vt_pool *p);
+
 static void park(vt__wk *w)
 {
     vt_pool *p = w->pool;
@@ -132,6 +134,7 @@ static void park(vt__wk *w)
     vt__spin_unlock(&p->idle_lock);
 
     vt__fence_seq_cst();
+    notify_if_all_idle(p);
     if (work_visible(p) || atomic_load_explicit(&p->state, memory_order_acquire) >= VT__CANCELLING) {
         /* Take ourselves off the stack, unless a waker already did. */
         vt__spin_lock(&p->idle_lock);
@@ -168,6 +171,22 @@ int vt__pool_is_quiet(vt_pool *p)
     for (unsigned i = 0; i < p->nworkers; i++)
         sub += atomic_load_explicit(&p->workers[i].m.submitted, memory_order_acquire);
     return fin == sub;
+}
+
+/* From a worker that found no work: the pool can only be quiet when every
+ * worker is searching or parked, so only then read every worker's counters
+ * (which would cost each of them a cache miss). A worker calls this on
+ * entering the search and again after registering as parked: the counts
+ * change by seq_cst RMWs, so of the last two workers to go idle at least
+ * one sees them add up. */
+static void notify_if_all_idle(vt_pool *p)
+{
+    if (!atomic_load_explicit(&p->idle_waiters, memory_order_seq_cst))
+        return;
+    if (atomic_load_explicit(&p->searching, memory_order_seq_cst) +
+            atomic_load_explicit(&p->sleepers, memory_order_seq_cst) >=
+        p->nworkers)
+        vt__pool_notify_quiet(p);
 }
 
 void vt__pool_notify_quiet(vt_pool *p)
@@ -283,7 +302,13 @@ static int find_work(vt__wk *w, vt__job *job)
         vt__count(&w->m.steal_attempts, 1);
         if (w->lifo_pool) {
             int r;
-            vt__donate_ask(w, v);
+            /* While our request is pending, watch only our own inbox:
+             * probing the victim's deque would cost every push of its
+             * owner a cache miss, and slow the very supply we wait for. */
+            if ((vt__donate_ask(w, v) ||
+                 atomic_load_explicit(&v->want, memory_order_relaxed) == w->index + 1) &&
+                vt__inbox_wait(w, job))
+                return FOUND_JOB;
             while ((r = vt__deque_steal(&v->dq, job)) < 0)
                 ;
             if (r) {
@@ -316,6 +341,9 @@ static int search(vt__wk *w, vt__job *job)
             break;
         if ((found = find_work(w, job)) != FOUND_NONE)
             break;
+        /* Nothing anywhere: the pool may have just become quiet. */
+        if (round == 0)
+            notify_if_all_idle(p);
         if (round >= p->opts.spin_rounds) {
             atomic_fetch_sub_explicit(&p->searching, 1, memory_order_seq_cst);
             park(w);
@@ -348,7 +376,6 @@ static void *worker_main(void *arg)
             vt__pool_run_job(w, &job);
             continue;
         }
-        vt__pool_notify_quiet(p);
         int found = search(w, &job);
         if (found == FOUND_JOB)
             vt__pool_run_job(w, &job);
@@ -621,6 +648,13 @@ vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts)
     return VT_OK;
 }
 
+static void report_cancel(void *ud, vt__job job)
+{
+    vt_pool *p = ud;
+    if (p->opts.on_cancel)
+        p->opts.on_cancel(p->opts.on_cancel_ud, job.fn, job.arg);
+}
+
 /* Reports every job still queued to on_cancel and counts it cancelled.
  * Only once no worker runs. */
 static void cancel_leftovers(vt_pool *p)
@@ -635,14 +669,7 @@ static void cancel_leftovers(vt_pool *p)
                 cb(p->opts.on_cancel_ud, job.fn, job.arg);
             n++;
         }
-        if (atomic_load_explicit(&w->inbox_state, memory_order_acquire) == VT__INBOX_FULL) {
-            for (uint32_t k = 0; k < w->inbox_n; k++) {
-                if (cb)
-                    cb(p->opts.on_cancel_ud, w->inbox[k].fn, w->inbox[k].arg);
-                n++;
-            }
-            atomic_store_explicit(&w->inbox_state, VT__INBOX_EMPTY, memory_order_relaxed);
-        }
+        n += vt__inbox_drain(w, report_cancel, p);
     }
     if (p->sq_ready) {
         while (vt__squeue_pop(&p->sq, &job, 1)) {

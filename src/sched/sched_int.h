@@ -53,9 +53,13 @@ typedef struct vt__deque {
     VT_CACHE_ALIGNED _Atomic int64_t top; /* thieves (and FIFO owners) CAS it */
     VT_CACHE_ALIGNED _Atomic int64_t bottom;
     _Atomic(vt__dq_buf *) buf;
-    /* The owner's last sight of top: a lower bound, since top only grows,
-     * so the owner need not touch the thieves' line to know there is room. */
+    /* The lowest index whose slot the owner must not overwrite: its last
+     * sight of top (a lower bound, since top only grows, so the owner need
+     * not touch the thieves' line to know there is room), or the start of
+     * a range it donated that the receiving thief has not read yet. */
     int64_t top_seen;
+    int64_t hold_local;    /* start of the donated range held, or INT64_MAX */
+    _Atomic int64_t hold;  /* the same, or -1 once the thief has read it */
 } vt__deque;
 
 VT_INTERNAL vt_err vt__deque_init(vt__deque *d, int64_t capacity);
@@ -92,7 +96,7 @@ static inline int vt__deque_take(vt__deque *d, vt__job *out)
      * costs less than an mfence. */
     atomic_exchange_explicit(&d->bottom, b, memory_order_seq_cst);
     int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
-    d->top_seen = t;
+    d->top_seen = t < d->hold_local ? t : d->hold_local;
     if (VT_UNLIKELY(t > b)) {
         atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
         return 0;
@@ -171,11 +175,12 @@ static inline uint64_t vt__squeue_count(vt__shared_queue *q)
 }
 
 /* ---- Workers ------------------------------------------------------------------ */
-#define VT__DONATE_MAX 32
+#define VT__DONATE_MAX 128
 
 typedef struct vt__wmetrics {
     VT_CACHE_ALIGNED _Atomic uint64_t frames; /* stolen fork–join frames run */
     _Atomic uint64_t stolen;
+    _Atomic uint64_t received; /* jobs donated to this worker */
     _Atomic uint64_t steal_attempts;
     _Atomic uint64_t parks;
     _Atomic uint64_t idle_ns;
@@ -200,9 +205,14 @@ typedef struct vt__wk {
      * in the victim's `want`; the victim, at its next push or take, moves up
      * to VT__DONATE_MAX of its oldest jobs into the thief's inbox. */
     VT_CACHE_ALIGNED _Atomic uint32_t want;
+    /* The inbox: the slots [start, start + n) of a donor's deque buffer,
+     * reserved for this worker, which reads them itself (one line crosses
+     * over instead of every job twice). */
     VT_CACHE_ALIGNED _Atomic uint32_t inbox_state; /* VT__INBOX_* */
     uint32_t inbox_n;
-    vt__job inbox[VT__DONATE_MAX];
+    int64_t inbox_start;
+    vt__dq_buf *inbox_buf;
+    vt__deque *inbox_src;
     vt__thread thread;
     int thread_started;
 } vt__wk;
@@ -269,11 +279,16 @@ static inline vt__wk *vt__worker_self(void)
 /* donate.c */
 enum { VT__INBOX_EMPTY = 0, VT__INBOX_FILLING, VT__INBOX_FULL };
 VT_INTERNAL void vt__donate(vt__wk *w);
-/* Asks victim for a batch (if it has enough to share). */
-VT_INTERNAL void vt__donate_ask(vt__wk *self, vt__wk *victim);
-/* Takes the jobs a donor left in w's inbox: the first in *job, the others
+/* Asks victim for a batch, if it has enough to share; 1 when asked. */
+VT_INTERNAL int vt__donate_ask(vt__wk *self, vt__wk *victim);
+/* After asking: waits a moment (a few hundred ns) for the batch, as a
+ * working owner answers within nanoseconds; 1 with the first job in *job. */
+VT_INTERNAL int vt__inbox_wait(vt__wk *w, vt__job *job);
+/* Takes the jobs a donor reserved for w: the first in *job, the others
  * onto w's deque. 1 when there were any. */
 VT_INTERNAL int vt__inbox_take(vt__wk *w, vt__job *job);
+/* The jobs of a full inbox, for shutdown: calls fn on each and empties it. */
+VT_INTERNAL size_t vt__inbox_drain(vt__wk *w, void (*fn)(void *ud, vt__job job), void *ud);
 
 static inline void vt__donate_check(vt__wk *w)
 {
