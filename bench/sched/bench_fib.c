@@ -204,7 +204,12 @@ int main(int argc, char **argv)
                  * region; the pools not being measured are parked. */
                 vt_pool_opts o;
                 vt_pool_opts_init(&o);
-                o.workers = th;
+                /* th threads in all, as for the peers, whose calling thread
+                 * works too: the thread calling VT_RUN is a guest worker, so
+                 * the pool gets th - 1 workers; with th = 1, one worker and
+                 * a caller that only waits. */
+                o.workers = th > 1 ? th - 1 : 1;
+                o.no_guest = th == 1;
                 o.name = "bench";
                 vt_err e = vt_pool_new(&ctxs[t].pool, &o);
                 if (e != VT_OK) {

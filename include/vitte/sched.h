@@ -86,6 +86,11 @@ typedef struct vt_pool_opts {
     const char *name;          /* thread names "<name>-<i>"; NULL: "vitte" */
     vt_cancel_fn on_cancel;    /* NULL: discarded jobs are dropped silently */
     void *on_cancel_ud;
+    int no_guest;              /* 1: VT_RUN from a thread that is not a
+                                  worker always queues the root and waits;
+                                  0 (default): that thread runs the root
+                                  itself as a guest worker while it waits
+                                  (one such thread at a time; others queue) */
 } vt_pool_opts;
 
 /* Fills *opts with the defaults above (every field 0 or NULL). */
@@ -159,9 +164,13 @@ VT_API vt_err vt_pool_shutdown(vt_pool *p, vt_shutdown_mode mode, int64_t deadli
 
 /* Number of workers (1 in deterministic mode). */
 VT_API unsigned vt_pool_workers(const vt_pool *p);
-/* The pool whose worker is the calling thread, or NULL. */
+/* The pool whose worker (or guest, see VT_RUN) is the calling thread, or
+ * NULL. */
 VT_API vt_pool *vt_pool_current(void);
-/* Index (0 .. workers-1) of the calling worker, -1 on other threads. */
+/* Index of the calling thread in its pool: 0 .. workers-1 for a worker,
+ * workers for a thread running a VT_RUN root as a guest (see VT_RUN), -1
+ * elsewhere. Per-thread arrays indexed by it need vt_pool_workers(p) + 1
+ * entries. */
 VT_API int vt_worker_index(void);
 
 /* The pool's clock in ns: vt_now_ns(), or the virtual clock in deterministic
@@ -258,8 +267,11 @@ VT_API vt_err vt_pool_metrics_print(vt_pool *p, FILE *f);
  * VT_RUN(pool, name, result_ptr, args...) runs a task to completion on the
  * pool and stores its result (result_ptr may be NULL); it returns vt_err:
  * VT_EINVAL (NULL pool), VT_ECLOSED (pool shut down). From a plain thread it
- * blocks until done; from a job of the same pool it runs inline. It must not
- * be called from inside a task body: use VT_CALL there.
+ * returns when the task is done: that thread runs the root itself as a
+ * guest worker whose spawns the workers steal (unless opts.no_guest, or
+ * another thread is the guest already: then it queues the root and
+ * sleeps). From a job of the same pool it runs inline. It must not be
+ * called from inside a task body: use VT_CALL there.
  *
  * A worker that runs out of frames (opts.frames spawns pending at once on
  * one worker) aborts the process with a message naming that limit, as a

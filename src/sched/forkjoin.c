@@ -227,6 +227,47 @@ static int root_done(void *arg)
     return atomic_load_explicit(&c->done, memory_order_acquire) != 0;
 }
 
+/* Runs root on the calling thread in a guest slot: VT_EBUSY when none is
+ * free. The root counts as a job of the guest (so vt_pool_wait_idle sees
+ * it), and closure jobs its tasks submitted are handed to the pool before
+ * the guest leaves. */
+static vt_err run_as_guest(vt_pool *p, vt__frame *root)
+{
+    vt__wk *g = NULL;
+    for (unsigned i = p->nworkers; i < p->nslots && !g; i++) {
+        uint32_t free_slot = 0;
+        if (atomic_compare_exchange_strong_explicit(&p->workers[i].guest_busy, &free_slot, 1,
+                                                    memory_order_acquire, memory_order_relaxed))
+            g = &p->workers[i];
+    }
+    if (!g)
+        return VT_EBUSY;
+    if (atomic_load_explicit(&p->state, memory_order_acquire) != VT__RUNNING) {
+        atomic_store_explicit(&g->guest_busy, 0, memory_order_release);
+        return VT_ECLOSED;
+    }
+    atomic_store_explicit(&g->m.submitted, atomic_load_explicit(&g->m.submitted, memory_order_relaxed) + 1,
+                          memory_order_release);
+    vt__wk *saved = vt__self;
+    vt__self = g;
+    /* Our CPU is awake; a thief's is probably not: wake one now. */
+    vt__pool_wake_one(p);
+    root->run(&g->fj, g->fj.dq, root);
+    vt__job job;
+    while (vt__deque_take(&g->dq, &job)) {
+        /* Already counted as submitted by the guest: queue without recount. */
+        if (vt__squeue_push(&p->sq, job, 0) != VT_OK)
+            vt__pool_run_job(g, &job); /* no memory to queue it: run it here */
+    }
+    vt__pool_maybe_wake(p);
+    atomic_store_explicit(&g->m.finished, atomic_load_explicit(&g->m.finished, memory_order_relaxed) + 1,
+                          memory_order_release);
+    vt__self = saved;
+    atomic_store_explicit(&g->guest_busy, 0, memory_order_release);
+    vt__pool_notify_quiet(p);
+    return VT_OK;
+}
+
 vt_err vt__fj_run_root(vt_pool *p, vt__frame *root)
 {
     if (!p)
@@ -240,6 +281,11 @@ vt_err vt__fj_run_root(vt_pool *p, vt__frame *root)
         vt__pool_maybe_wake(p);
         root->run(&w->fj, w->fj.dq, root);
         return VT_OK;
+    }
+    if (p->nslots > p->nworkers) {
+        vt_err e = run_as_guest(p, root);
+        if (e != VT_EBUSY)
+            return e;
     }
     root_ctx c = {.frame = root};
     atomic_init(&c.done, 0);

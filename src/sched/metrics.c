@@ -23,10 +23,10 @@ vt_err vt_pool_metrics_get(vt_pool *p, vt_pool_metrics *out, vt_worker_metrics *
         return VT_EINVAL;
     memset(out, 0, sizeof(*out));
     out->workers = p->nworkers;
-    for (unsigned i = 0; i < p->nworkers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         vt_worker_metrics m;
         read_worker(&p->workers[i], &m);
-        if (per_worker && i < n)
+        if (per_worker && i < n && i < p->nworkers)
             per_worker[i] = m;
         out->total.executed += m.executed;
         out->total.stolen += m.stolen;

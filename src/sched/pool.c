@@ -115,7 +115,7 @@ static int work_visible(vt_pool *p)
 {
     if (vt__squeue_count(&p->sq))
         return 1;
-    for (unsigned i = 0; i < p->nworkers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         if (vt__deque_size(&p->workers[i].dq) || vt__fj_has_work(&p->workers[i]) ||
             atomic_load_explicit(&p->workers[i].inbox_state, memory_order_relaxed) == VT__INBOX_FULL)
             return 1;
@@ -165,10 +165,10 @@ int vt__pool_is_quiet(vt_pool *p)
     if (atomic_load_explicit(&p->timers_live, memory_order_acquire))
         return 0;
     uint64_t fin = atomic_load_explicit(&p->settled, memory_order_acquire);
-    for (unsigned i = 0; i < p->nworkers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         fin += atomic_load_explicit(&p->workers[i].m.finished, memory_order_acquire);
     uint64_t sub = atomic_load_explicit(&p->ext_submitted, memory_order_acquire);
-    for (unsigned i = 0; i < p->nworkers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         sub += atomic_load_explicit(&p->workers[i].m.submitted, memory_order_acquire);
     return fin == sub;
 }
@@ -291,7 +291,7 @@ static int find_work(vt__wk *w, vt__job *job)
     vt_pool *p = w->pool;
     if (take_local(w, job) || vt__inbox_take(w, job))
         return FOUND_JOB;
-    unsigned n = p->nworkers;
+    unsigned n = p->nslots; /* guests' frames and jobs are stealable too */
     if (n < 2)
         return FOUND_NONE;
     unsigned start = vt__rand_below(&w->rng, n);
@@ -599,12 +599,13 @@ vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts)
     p->raw = raw;
     p->opts = o;
     p->nworkers = o.workers;
+    p->nslots = o.workers + (o.deterministic || o.no_guest ? 0 : VT__GUESTS);
     atomic_init(&p->state, VT__RUNNING);
     p->det_rng = o.seed;
     char name_buf[32];
     snprintf(name_buf, sizeof(name_buf), "%.10s-timer", o.name);
 
-    p->workers = alloc_aligned(sizeof(vt__wk) * p->nworkers, &p->workers_raw);
+    p->workers = alloc_aligned(sizeof(vt__wk) * p->nslots, &p->workers_raw);
     p->idle_stack = vt_calloc(p->nworkers, sizeof(*p->idle_stack));
     if (!p->workers || !p->idle_stack) {
         pool_release(p);
@@ -615,7 +616,7 @@ vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts)
         return e;
     }
     p->sq_ready = 1;
-    for (unsigned i = 0; i < p->nworkers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         vt__wk *w = &p->workers[i];
         w->pool = p;
         w->lifo_pool = o.policy == VT_POLICY_LIFO && !o.deterministic ? p : NULL;
@@ -707,7 +708,7 @@ static void pool_release(vt_pool *p)
         vt__squeue_destroy(&p->sq);
     vt_free(p->det_ready, p->det_cap * sizeof(*p->det_ready));
     vt_free(p->idle_stack, p->nworkers * sizeof(*p->idle_stack));
-    vt_free(p->workers_raw, sizeof(vt__wk) * p->nworkers + VT_CACHE_LINE);
+    vt_free(p->workers_raw, sizeof(vt__wk) * p->nslots + VT_CACHE_LINE);
     vt_free(p->raw, sizeof(*p) + VT_CACHE_LINE);
 }
 

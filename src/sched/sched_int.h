@@ -201,6 +201,7 @@ typedef struct vt__wk {
     vt__deque dq;
     vt__wmetrics m;
     VT_CACHE_ALIGNED _Atomic uint32_t wake; /* futex word while parked */
+    _Atomic uint32_t guest_busy; /* guest slots: claimed by a VT_RUN caller */
     /* Batch donation (LIFO pools, see donate.c): a thief writes its index + 1
      * in the victim's `want`; the victim, at its next push or take, moves up
      * to VT__DONATE_MAX of its oldest jobs into the thief's inbox. */
@@ -225,10 +226,16 @@ enum {
     VT__STOPPED     /* joined */
 };
 
+/* Guest slots: a thread that calls VT_RUN from outside claims one and runs
+ * the root itself, as a worker whose frames others may steal, instead of
+ * queueing it and waiting for a parked worker's CPU to wake. */
+#define VT__GUESTS 1
+
 struct vt_pool {
     vt_pool_opts opts;
     unsigned nworkers;
-    vt__wk *workers;
+    unsigned nslots; /* workers, then guest slots */
+    vt__wk *workers; /* nslots of them */
     unsigned workers_ready; /* initialised (for the unwinding of a failed new) */
     int sq_ready;
     vt__shared_queue sq; /* injection queue, or the PRIORITY/FAIR queues */

@@ -334,3 +334,48 @@ VT_TEST(deterministic_pool_runs_tasks)
     VT_CHECK_EQ(r, fib_serial(20));
     vt_pool_free(p);
 }
+
+/* A task running on the guest (the thread that called VT_RUN) submits
+ * closure jobs: they are handed to the pool when the guest leaves, and
+ * vt_pool_wait_idle sees them run. */
+static _Atomic uint64_t closures_ran;
+
+static void closure_from_task(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&closures_ran, 1);
+}
+
+VT_TASK(int, spawn_and_submit, int, depth)
+{
+    if (depth == 0) /* a failed submission spoils the count the test checks */
+        return vt_pool_submit(vt_pool_current(), closure_from_task, NULL) == VT_OK ? 1 : -100000;
+    VT_SPAWN(spawn_and_submit, depth - 1);
+    int b = VT_CALL(spawn_and_submit, depth - 1);
+    return VT_SYNC(spawn_and_submit) + b;
+}
+
+VT_TEST(guest_and_queued_roots_both_work)
+{
+    for (int no_guest = 0; no_guest <= 1; no_guest++) {
+        vt_pool_opts o;
+        vt_pool_opts_init(&o);
+        o.workers = 2;
+        o.no_guest = no_guest;
+        vt_pool *p = NULL;
+        VT_CHECK_OK(vt_pool_new(&p, &o));
+        atomic_store(&closures_ran, 0);
+        int leaves = 0;
+        VT_CHECK_OK(VT_RUN(p, spawn_and_submit, &leaves, 10));
+        VT_CHECK_EQ(leaves, 1024);
+        VT_CHECK_OK(vt_pool_wait_idle(p, VT_FOREVER));
+        VT_CHECK_EQ(atomic_load(&closures_ran), 1024);
+        long r = 0;
+        VT_CHECK_OK(VT_RUN(p, fib, &r, 20));
+        VT_CHECK_EQ(r, fib_serial(20));
+        /* The caller is not a worker before or after. */
+        VT_CHECK_EQ(vt_worker_index(), -1);
+        VT_CHECK_NULL(vt_pool_current());
+        vt_pool_free(p);
+    }
+}
