@@ -498,6 +498,22 @@ size_t vt__wheel_take(vt__wheel *w, int64_t now, uint64_t seq_end, vt__wrec *out
     }
 }
 
+
+/* The deadline at the head of level-0 slot `slot` (sorted first), or
+ * INT64_MIN when that head was a cancelled timer, now reaped: look again.
+ * (Deadlines are stored as 0 or more, so INT64_MIN is never one.) */
+static int64_t level0_first(vt__wheel *w, unsigned slot)
+{
+    if (!sorted(w, slot))
+        sort_slot(w, slot);
+    uint32_t h = w->head[slot];
+    vt__wnode *x = vt__wheel_node(w, h);
+    if (!x->dead)
+        return x->deadline;
+    reap(w, h, x);
+    return INT64_MIN;
+}
+
 int64_t vt__wheel_next(vt__wheel *w, int advance_ok)
 {
     for (;;) {
@@ -511,13 +527,9 @@ int64_t vt__wheel_next(vt__wheel *w, int advance_ok)
             return VT_FOREVER;
         unsigned slot = (unsigned)first, lvl = slot / SLOTS, idx = slot % SLOTS;
         if (lvl == 0) {
-            if (!sorted(w, slot))
-                sort_slot(w, slot);
-            uint32_t h = w->head[slot];
-            vt__wnode *x = vt__wheel_node(w, h);
-            if (!x->dead)
-                return x->deadline;
-            reap(w, h, x);
+            int64_t d = level0_first(w, slot);
+            if (d != INT64_MIN)
+                return d;
             continue;
         }
         if (advance_ok) {
@@ -557,13 +569,9 @@ int64_t vt__wheel_bound(vt__wheel *w)
         unsigned slot = (unsigned)first, lvl = slot / SLOTS;
         if (lvl > 0)
             return (int64_t)(slot_start(w, lvl, slot % SLOTS) << SHIFT);
-        if (!sorted(w, slot))
-            sort_slot(w, slot);
-        uint32_t h = w->head[slot];
-        vt__wnode *x = vt__wheel_node(w, h);
-        if (!x->dead)
-            return x->deadline;
-        reap(w, h, x);
+        int64_t d = level0_first(w, slot);
+        if (d != INT64_MIN)
+            return d;
     }
 }
 
