@@ -250,6 +250,8 @@ static vt_err run_as_guest(vt_pool *p, vt__frame *root)
                           memory_order_release);
     vt__wk *saved = vt__self;
     vt__self = g;
+    /* FAIR: what the root's tasks submit is in the calling thread's group. */
+    g->group = ((uint64_t)1 << 32) | vt__thread_id();
     /* Our CPU is awake; a thief's is probably not: wake one now. */
     vt__pool_wake_one(p);
     root->run(&g->fj, g->fj.dq, root);
