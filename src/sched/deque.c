@@ -30,6 +30,8 @@ vt_err vt__deque_init(vt__deque *d, int64_t capacity)
     d->top_seen = 0;
     d->hold_local = INT64_MAX;
     atomic_init(&d->hold, -1);
+    d->nclaimed = 0;
+    d->claim_base = 0;
     vt__dq_buf *b = buf_new(capacity);
     if (!b)
         return VT_ENOMEM;
@@ -94,6 +96,49 @@ vt_err vt__deque_push_slow(vt__deque *d, vt_job_fn fn, void *arg)
     return VT_OK;
 }
 
+/* Takes the newest VT__CLAIM jobs with one exchange, the first into *out
+ * and the others into d->claimed. The argument is the one that makes the
+ * paper's take safe for its last job, widened to a range: after the
+ * exchange, a thief that still saw the old bottom read top before it (its
+ * fence orders the two), so every thief takes an index below the top we
+ * read now; if that top lies below the range, no thief can reach the range.
+ * Otherwise the old bottom is put back and the caller takes one job. */
+int vt__deque_claim(vt__deque *d, vt__job *out)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    int64_t nb = b - VT__CLAIM;
+    vt__dq_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    atomic_exchange_explicit(&d->bottom, nb, memory_order_seq_cst);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
+    d->top_seen = t < d->hold_local ? t : d->hold_local;
+    if (t >= nb) {
+        /* Thieves are near: give the range back, take one job the usual way. */
+        atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
+        return vt__deque_take_one(d, out);
+    }
+    for (int i = 0; i < VT__CLAIM; i++) {
+        vt__dq_slot *s = &a->slot[(nb + i) & a->mask];
+        d->claimed[i].fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
+        d->claimed[i].arg = atomic_load_explicit(&s->arg, memory_order_relaxed);
+        d->claimed[i].tag = 0;
+    }
+    d->claim_base = nb;
+    d->nclaimed = VT__CLAIM - 1;
+    *out = d->claimed[VT__CLAIM - 1];
+    return 1;
+}
+
+/* Jobs were pushed after a claim: those are newer, so they go first; once
+ * the deque proper is empty (thieves may have taken some of them, leaving
+ * bottom above claim_base for good), the claimed ones follow. */
+int vt__deque_take_after_claim(vt__deque *d, vt__job *out)
+{
+    if (vt__deque_take_one(d, out))
+        return 1;
+    *out = d->claimed[--d->nclaimed];
+    return 1;
+}
+
 int vt__deque_steal(vt__deque *d, vt__job *out)
 {
     int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
@@ -120,6 +165,8 @@ int vt__deque_steal(vt__deque *d, vt__job *out)
 
 int64_t vt__deque_size(vt__deque *d)
 {
+    /* Jobs the owner has claimed are its own, not counted: thieves and
+     * parkers use this to decide whether there is anything to take. */
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
     int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
     return b > t ? b - t : 0;

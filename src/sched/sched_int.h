@@ -32,6 +32,9 @@ typedef struct vt__job {
     uint64_t tag;
 } vt__job;
 
+/* Jobs the owner of a deep deque takes per exchange. */
+#define VT__CLAIM 8
+
 /* ---- Chase–Lev deque of closure jobs (deque.c) ------------------------------
  * The C11 formulation of Lê, Pop, Cohen and Zappa Nardelli (PPoPP 2013).
  * Indices grow without bound; the buffer is circular and grows by doubling.
@@ -60,6 +63,12 @@ typedef struct vt__deque {
     int64_t top_seen;
     int64_t hold_local;    /* start of the donated range held, or INT64_MAX */
     _Atomic int64_t hold;  /* the same, or -1 once the thief has read it */
+    /* Jobs the owner claimed in one batch off the bottom (see
+     * vt__deque_take): claimed[0 .. nclaimed) in index order, taken newest
+     * first once the deque is back down to claim_base. Owner only. */
+    uint32_t nclaimed;
+    int64_t claim_base;
+    vt__job claimed[VT__CLAIM];
 } vt__deque;
 
 VT_INTERNAL vt_err vt__deque_init(vt__deque *d, int64_t capacity);
@@ -81,8 +90,11 @@ static inline vt_err vt__deque_push(vt__deque *d, vt_job_fn fn, void *arg)
     return VT_OK;
 }
 
-/* Owner only: the newest job (LIFO). 0 when empty. */
-static inline int vt__deque_take(vt__deque *d, vt__job *out)
+VT_INTERNAL int vt__deque_claim(vt__deque *d, vt__job *out);
+VT_INTERNAL int vt__deque_take_after_claim(vt__deque *d, vt__job *out);
+
+/* Owner only: the newest job in the deque proper (claimed ones aside). */
+static inline int vt__deque_take_one(vt__deque *d, vt__job *out)
 {
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     /* Only the owner adds jobs, so a deque that looks empty is empty: no
@@ -114,6 +126,24 @@ static inline int vt__deque_take(vt__deque *d, vt__job *out)
     }
     return 1;
 }
+
+/* Owner only: the newest job (LIFO). 0 when empty. A deep deque gives up
+ * VT__CLAIM jobs per exchange (vt__deque_claim); they are its newest until
+ * something is pushed after them. */
+static inline int vt__deque_take(vt__deque *d, vt__job *out)
+{
+    if (VT_UNLIKELY(d->nclaimed)) {
+        if (VT_LIKELY(atomic_load_explicit(&d->bottom, memory_order_relaxed) == d->claim_base)) {
+            *out = d->claimed[--d->nclaimed];
+            return 1;
+        }
+        return vt__deque_take_after_claim(d, out);
+    }
+    if (atomic_load_explicit(&d->bottom, memory_order_relaxed) - d->top_seen >= 4 * VT__CLAIM)
+        return vt__deque_claim(d, out);
+    return vt__deque_take_one(d, out);
+}
+
 /* Any thread: the oldest job. 1 taken, 0 empty, -1 lost a race (retry). */
 VT_INTERNAL int vt__deque_steal(vt__deque *d, vt__job *out);
 /* Any thread: a snapshot of the number of jobs (never negative). */

@@ -250,3 +250,40 @@ VT_TEST(squeue_batch_pop)
     VT_CHECK_EQ(vt__squeue_pop(&q, b, 4), 0);
     vt__squeue_destroy(&q);
 }
+
+/* A deep deque gives its owner VT__CLAIM jobs per exchange. Order stays
+ * newest first, jobs pushed after a claim come before the claimed ones, and
+ * if thieves take those later pushes (leaving bottom above the claim for
+ * good), the claimed jobs still come out. */
+VT_TEST(deque_claim_keeps_lifo_order_and_strands_nothing)
+{
+    vt__deque d;
+    VT_CHECK_OK(vt__deque_init(&d, 16));
+    vt__job j;
+    uintptr_t n = 4 * VT__CLAIM + 8;
+    for (uintptr_t i = 0; i < n; i++)
+        VT_CHECK_OK(vt__deque_push(&d, f0, (void *)i));
+    /* Deep: this take claims the newest VT__CLAIM and returns the newest. */
+    VT_CHECK_EQ(vt__deque_take(&d, &j), 1);
+    VT_CHECK_EQ((uintptr_t)j.arg, n - 1);
+    VT_CHECK_EQ(d.nclaimed, VT__CLAIM - 1);
+    VT_CHECK_EQ(vt__deque_size(&d), n - VT__CLAIM); /* claimed jobs are the owner's */
+    /* Pushed after the claim: newer, so first. */
+    VT_CHECK_OK(vt__deque_push(&d, f0, (void *)2000));
+    VT_CHECK_OK(vt__deque_push(&d, f0, (void *)2001));
+    VT_CHECK_EQ(vt__deque_take(&d, &j), 1);
+    VT_CHECK_EQ((uintptr_t)j.arg, 2001);
+    /* Thieves take everything left in the deque proper, 2000 included. */
+    uintptr_t stolen = 0;
+    while (vt__deque_steal(&d, &j) == 1)
+        stolen++;
+    VT_CHECK_EQ(stolen, n - VT__CLAIM + 1);
+    /* The claimed ones still come out, newest first. */
+    for (uintptr_t k = 2; k <= VT__CLAIM; k++) {
+        VT_CHECK_EQ(vt__deque_take(&d, &j), 1);
+        VT_CHECK_EQ((uintptr_t)j.arg, n - k);
+    }
+    VT_CHECK_EQ(d.nclaimed, 0);
+    VT_CHECK_EQ(vt__deque_take(&d, &j), 0);
+    vt__deque_destroy(&d);
+}
