@@ -43,7 +43,7 @@ vt_err vt_pool_metrics_get(vt_pool *p, vt_pool_metrics *out, vt_worker_metrics *
         out->inject_depth += p->det_count;
         vt__spin_unlock(&p->det_lock);
     }
-    out->timers_pending = atomic_load_explicit(&p->timers_live, memory_order_relaxed);
+    out->timers_pending = vt__timers_pending(p->timers);
     out->timers_fired = vt__timers_fired(p->timers);
     out->cancelled = atomic_load_explicit(&p->cancelled, memory_order_relaxed);
     return VT_OK;

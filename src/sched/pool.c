@@ -162,7 +162,7 @@ static void park(vt__wk *w)
  * "quiet" if the pool really was quiet at the moment between the two. */
 int vt__pool_is_quiet(vt_pool *p)
 {
-    if (atomic_load_explicit(&p->timers_live, memory_order_acquire))
+    if (vt__timers_pending(p->timers))
         return 0;
     uint64_t fin = atomic_load_explicit(&p->settled, memory_order_acquire);
     for (unsigned i = 0; i < p->nslots; i++)
@@ -481,22 +481,28 @@ vt_err vt_pool_submit_ex(vt_pool *p, vt_job_fn fn, void *arg, const vt_job_opts 
 
 /* ---- Timers ------------------------------------------------------------------------ */
 
-/* From the timer service, for each timer that fired. The job is counted
- * as submitted before the timer stops counting as pending, and queued only
- * after: so at no moment does the pool look quiet because of this timer. */
+/* From the timer service, under its lock, for a batch about to fire: the
+ * jobs count as submitted before the timers stop counting as pending, and
+ * are queued only after, so at no moment does the pool look quiet because
+ * of them. */
+static void timer_announce(void *ud, size_t n)
+{
+    vt_pool *p = ud;
+    atomic_fetch_add_explicit(&p->ext_submitted, n, memory_order_seq_cst);
+}
+
+/* From the timer service, for each timer that fired (already counted). */
 static void timer_dispatch(void *ud, vt_job_fn fn, void *arg)
 {
     vt_pool *p = ud;
     if (atomic_load_explicit(&p->state, memory_order_acquire) >= VT__CANCELLING) {
-        atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst);
         atomic_fetch_add_explicit(&p->cancelled, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->settled, 1, memory_order_release);
         if (p->opts.on_cancel)
             p->opts.on_cancel(p->opts.on_cancel_ud, fn, arg);
         vt__pool_notify_quiet(p);
         return;
     }
-    atomic_fetch_add_explicit(&p->ext_submitted, 1, memory_order_seq_cst);
-    atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst);
     vt__job job = {fn, arg, 0};
     vt__wk *w = vt__worker_self();
     if (enqueue(p, is_mine(p, w) ? w : NULL, job, 0) != VT_OK) {
@@ -515,11 +521,7 @@ vt_err vt_pool_submit_at(vt_pool *p, int64_t deadline, vt_job_fn fn, void *arg, 
         return VT_EINVAL;
     if (atomic_load_explicit(&p->state, memory_order_acquire) != VT__RUNNING)
         return VT_ECLOSED;
-    atomic_fetch_add_explicit(&p->timers_live, 1, memory_order_seq_cst);
-    vt_err e = vt__timers_add(p->timers, deadline < 0 ? 0 : deadline, fn, arg, out);
-    if (e && atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst) == 1)
-        vt__pool_notify_quiet(p);
-    return e;
+    return vt__timers_add(p->timers, deadline < 0 ? 0 : deadline, fn, arg, out);
 }
 
 vt_err vt_pool_submit_after(vt_pool *p, int64_t delay_ns, vt_job_fn fn, void *arg, vt_timer *out)
@@ -537,7 +539,7 @@ vt_err vt_timer_cancel(vt_pool *p, vt_timer t)
         return VT_EINVAL;
     vt_err e = vt__timers_cancel(p->timers, t);
     /* Only the cancel of the last pending timer can make the pool quiet. */
-    if (!e && atomic_fetch_sub_explicit(&p->timers_live, 1, memory_order_seq_cst) == 1)
+    if (!e && vt__timers_pending(p->timers) == 0)
         vt__pool_notify_quiet(p);
     return e;
 }
@@ -632,6 +634,7 @@ vt_err vt_pool_new(vt_pool **out, const vt_pool_opts *opts)
         pool_release(p);
         return e;
     }
+    vt__timers_set_announce(p->timers, timer_announce);
     if (!o.deterministic) {
         for (unsigned i = 0; i < p->nworkers; i++) {
             vt__wk *w = &p->workers[i];
@@ -765,7 +768,6 @@ vt_err vt_pool_shutdown(vt_pool *p, vt_shutdown_mode mode, int64_t deadline)
     p->shutdown_called = 1;
     size_t n = vt__timers_cancel_all(p->timers, p->opts.on_cancel, p->opts.on_cancel_ud);
     atomic_fetch_add_explicit(&p->cancelled, n, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&p->timers_live, n, memory_order_seq_cst);
 
     vt_err e = VT_OK;
     if (p->opts.deterministic) {

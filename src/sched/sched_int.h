@@ -274,7 +274,6 @@ struct vt_pool {
 
     VT_CACHE_ALIGNED _Atomic int state;
     _Atomic uint64_t ext_submitted; /* jobs queued by non-workers and timers */
-    _Atomic uint64_t timers_live;   /* timers started, not yet fired or cancelled */
 
     /* Parking: a stack of sleeping worker indices under a lock; sleepers
      * and searching are read without it to decide whether to wake. */

@@ -41,7 +41,13 @@ struct vt__timers {
     _Atomic uint32_t wake_seq;
     _Atomic uint64_t pending;
     _Atomic uint64_t fired;
+    vt__timer_announce_fn announce;
 };
+
+void vt__timers_set_announce(vt__timers *t, vt__timer_announce_fn announce)
+{
+    t->announce = announce;
+}
 
 /* pending and fired change only under the lock: a load and a store, no
  * locked instruction. Readers outside it load them with acquire. */
@@ -64,17 +70,18 @@ size_t vt__timers_expire(vt__timers *t, int64_t now)
     for (;;) {
         size_t n = vt__wheel_take(&t->wheel, now, seq_end, out, BATCH, &more);
         if (n) {
-            /* Counted fired before the jobs are queued, so that whoever sees
-             * a fired timer's job run also sees it counted. */
+            /* Counted fired, and announced, before the jobs are queued and
+             * before pending drops: whoever sees a fired timer's job run, or
+             * pending drop, also sees the counts of its owner. */
             count(&t->fired, n);
+            if (t->announce)
+                t->announce(t->ud, n);
+            count(&t->pending, -(uint64_t)n);
             vt__spin_unlock(&t->lock);
             for (size_t i = 0; i < n; i++)
                 t->dispatch(t->ud, out[i].fn, out[i].arg);
             total += n;
             vt__spin_lock(&t->lock);
-            /* Only now that their dispatch returned: whoever sees pending
-             * drop sees the dispatch done. */
-            count(&t->pending, -(uint64_t)n);
         }
         if (!more)
             break;
@@ -129,6 +136,7 @@ vt_err vt__timers_new(vt__timers **out, int threaded, vt__timer_dispatch_fn disp
     t->threaded = threaded != 0;
     vt__wheel_init(&t->wheel);
     t->dispatch = dispatch;
+    t->announce = NULL;
     t->ud = ud;
     atomic_init(&t->wake_seq, 0);
     atomic_init(&t->pending, 0);

@@ -31,9 +31,16 @@ VT_INTERNAL vt_err vt__timers_add(vt__timers *t, int64_t deadline, vt_job_fn fn,
                                   vt_timer *out);
 /* Thread: any. Errors: VT_ENOENT (fired, cancelled, or not a handle of t). */
 VT_INTERNAL vt_err vt__timers_cancel(vt__timers *t, vt_timer id);
+/* Told, under the service's lock, how many timers are about to be
+ * dispatched, before they stop counting as pending: an owner that counts
+ * their jobs there never sees a moment when a due timer is in neither count.
+ * Set it before the first timer is added. */
+typedef void (*vt__timer_announce_fn)(void *ud, size_t n);
+VT_INTERNAL void vt__timers_set_announce(vt__timers *t, vt__timer_announce_fn announce);
 /* Fires every timer whose deadline is <= now, in order, through dispatch;
  * returns how many. For threaded = 0 (it is also safe, if pointless, with a
- * thread running). The pending count drops only after dispatch returned. */
+ * thread running). A batch is announced, then stops counting as pending,
+ * then is dispatched. */
 VT_INTERNAL size_t vt__timers_expire(vt__timers *t, int64_t now);
 /* The earliest pending deadline, or VT_FOREVER. Thread: any. */
 VT_INTERNAL int64_t vt__timers_next_deadline(vt__timers *t);
