@@ -8,7 +8,7 @@
 
 VT_INTERNAL _Thread_local vt__wk *vt__self __attribute__((tls_model("initial-exec")));
 
-/* Between two looks at the injection queue a LIFO or FIFO worker runs at
+/* Between two looks at the injection queue a LIFO worker runs at
  * most this many of its own jobs, so that outside submissions are not
  * starved by a job tree that keeps feeding itself (Go's scheduler does the
  * same with 61). */
@@ -37,11 +37,6 @@ static void *alloc_aligned(size_t size, void **raw)
     return (void *)a;
 }
 
-typedef struct pool_box {
-    void *raw;
-    void *workers_raw;
-} pool_box;
-
 /* ---- Waking and parking ------------------------------------------------------- */
 
 void vt__pool_wake_worker(vt_pool *p, vt__wk *w)
@@ -62,36 +57,33 @@ void vt__pool_wake_worker(vt_pool *p, vt__wk *w)
     vt__spin_unlock(&p->idle_lock);
 }
 
-void vt__pool_wake_one(vt_pool *p)
+/* Wakes the most recently parked worker (its cache is the warmest);
+ * 0 when none was parked. */
+static int wake_last_parked(vt_pool *p)
 {
-    if (!atomic_load_explicit(&p->sleepers, memory_order_relaxed))
-        return;
     vt__spin_lock(&p->idle_lock);
     if (!p->idle_count) {
         vt__spin_unlock(&p->idle_lock);
-        return;
+        return 0;
     }
     vt__wk *w = &p->workers[p->idle_stack[--p->idle_count]];
     atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
     atomic_store_explicit(&w->wake, 1, memory_order_release);
     vt__spin_unlock(&p->idle_lock);
     vt__futex_wake(&w->wake, 1);
+    return 1;
+}
+
+void vt__pool_wake_one(vt_pool *p)
+{
+    if (atomic_load_explicit(&p->sleepers, memory_order_relaxed))
+        wake_last_parked(p);
 }
 
 static void wake_all(vt_pool *p)
 {
-    for (;;) {
-        vt__spin_lock(&p->idle_lock);
-        if (!p->idle_count) {
-            vt__spin_unlock(&p->idle_lock);
-            return;
-        }
-        vt__wk *w = &p->workers[p->idle_stack[--p->idle_count]];
-        atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
-        atomic_store_explicit(&w->wake, 1, memory_order_release);
-        vt__spin_unlock(&p->idle_lock);
-        vt__futex_wake(&w->wake, 1);
-    }
+    while (wake_last_parked(p))
+        ;
 }
 
 /* Wakes a sleeper when work appeared and nobody is looking for it: one

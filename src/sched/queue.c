@@ -1,6 +1,6 @@
-/* The pool-wide queues: the injection queue of LIFO and FIFO pools, the
- * levels of a PRIORITY pool and the groups of a FAIR pool. All sit behind
- * one small lock; what they promise about order is documented with
+/* The pool-wide queues: the injection queue of LIFO pools, the one queue of
+ * FIFO pools, the levels of a PRIORITY pool and the groups of a FAIR pool.
+ * All sit behind one small lock; what they promise about order is documented with
  * vt_policy in vitte/sched.h. */
 #include <string.h>
 

@@ -53,7 +53,7 @@ typedef struct vt__dq_buf {
 } vt__dq_buf;
 
 typedef struct vt__deque {
-    VT_CACHE_ALIGNED _Atomic int64_t top; /* thieves (and FIFO owners) CAS it */
+    VT_CACHE_ALIGNED _Atomic int64_t top; /* thieves (and a donating owner) CAS it */
     VT_CACHE_ALIGNED _Atomic int64_t bottom;
     _Atomic(vt__dq_buf *) buf;
     /* The lowest index whose slot the owner must not overwrite: its last
@@ -175,7 +175,8 @@ typedef struct vt__shared_queue {
     VT_CACHE_ALIGNED vt__spinlock lock;
     _Atomic uint64_t count;
     vt_policy policy;
-    /* LIFO/FIFO injection queue, or PRIORITY's levels (levels[0] lowest). */
+    /* LIFO's injection queue, FIFO's queue, or PRIORITY's levels (levels[0]
+     * lowest). */
     vt__ring *levels;
     unsigned nlevels;
     uint32_t *age; /* PRIORITY: picks that passed over a non-empty level */
@@ -225,7 +226,7 @@ typedef struct vt__wk {
     unsigned index;
     uint64_t rng;
     uint64_t group;       /* FAIR: key of the job being run */
-    unsigned since_inject; /* LIFO/FIFO: jobs run since the injection queue was looked at */
+    unsigned since_inject; /* LIFO: jobs run since the injection queue was looked at */
     size_t frames_bytes;
     vt__fj_shared fjs;
     vt__deque dq;
