@@ -760,6 +760,9 @@ vt_err vt_pool_shutdown(vt_pool *p, vt_shutdown_mode mode, int64_t deadline)
     p->shutdown_called = 1;
     size_t n = vt__timers_cancel_all(p->timers, p->opts.on_cancel, p->opts.on_cancel_ud);
     atomic_fetch_add_explicit(&p->cancelled, n, memory_order_relaxed);
+    /* Those timers may have been all that kept other waiters waiting. */
+    if (n)
+        vt__pool_notify_quiet(p);
 
     vt_err e = VT_OK;
     if (p->opts.deterministic) {
