@@ -5,9 +5,11 @@
 #   make demo          release build, then run examples/sched_demo
 #   make bench         release build with benchmarks, then bench/run
 #   make bench-sched   the same, one layer (bench/run --layer sched)
+#   make bench-async   the same, the async layer, with its Go and Boost.Context peers
 #   make asan          ASan+UBSan build in build/asan, all tests
 #   make tsan          TSan build in build/tsan, all tests
 #   make valgrind      debug build in build/valgrind, tests under Valgrind
+#   make ucontext      fibers on the portable ucontext switch: async tests
 #   make install       release build, installed into PREFIX (/usr/local)
 #   make clean         remove build/
 #
@@ -38,6 +40,7 @@ ctest = $(CTEST) --test-dir $(1) -j $(CTEST_JOBS) --output-on-failure --no-tests
 all debug test:   export VT_TEST_TIMEOUT_MULT ?= 1
 release install:  export VT_TEST_TIMEOUT_MULT ?= 1
 asan:             export VT_TEST_TIMEOUT_MULT ?= 2
+ucontext:         export VT_TEST_TIMEOUT_MULT ?= 2
 tsan:             export VT_TEST_TIMEOUT_MULT ?= 4
 valgrind:         export VT_TEST_TIMEOUT_MULT ?= 20
 MULT = -DVITTE_TEST_TIMEOUT_MULT=$(VT_TEST_TIMEOUT_MULT)
@@ -54,12 +57,12 @@ VALGRIND = -DCMAKE_BUILD_TYPE=Debug -DVITTE_SANITIZE= $(MULT) "-DVITTE_TEST_WRAP
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS  ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all debug release test demo bench asan tsan valgrind install clean help
+.PHONY: all debug release test demo bench asan tsan valgrind ucontext install clean help
 
 all: debug
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
 
 debug:
 	$(call configure,build/debug,$(DEBUG))
@@ -93,6 +96,14 @@ bench-%:
 	@$(MAKE) --no-print-directory release CMAKE_ARGS="$(CMAKE_ARGS) -DVITTE_BENCH=ON"
 	@test -x bench/run || { echo "make $@: bench/run is missing" >&2; exit 1; }
 	bench/run --layer $*
+
+# The build's other context switch (the one platforms without assembly get),
+# kept working by running the async layer's tests on it.
+ucontext:
+	@$(DEPS)
+	$(call configure,build/ucontext,$(DEBUG) -DVITTE_CONTEXT=ucontext)
+	$(call build,build/ucontext)
+	$(CTEST) --test-dir build/ucontext -j $(CTEST_JOBS) --output-on-failure --no-tests=error -L async $(CTEST_ARGS)
 
 asan:
 	@$(DEPS)

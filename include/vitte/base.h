@@ -52,7 +52,8 @@ extern "C" {
     X(EAGAIN, "not ready, try again")                                 \
     X(EEXIST, "already exists")                                       \
     X(ENOTSUP, "not supported")                                       \
-    X(ESTATE, "not allowed in the current state")
+    X(ESTATE, "not allowed in the current state")                     \
+    X(EDEADLK, "would wait for itself")
 
 typedef enum vt_err {
 #define VT__ERR_ENUM(name, text) VT_##name,

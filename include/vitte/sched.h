@@ -136,6 +136,22 @@ typedef struct vt_job_opts {
  * 0 .. levels-1 on a PRIORITY pool). */
 VT_API vt_err vt_pool_submit_ex(vt_pool *p, vt_job_fn fn, void *arg, const vt_job_opts *opts);
 
+/* From one of p's workers (LIFO pool): queues fn(arg) behind every job that
+ * worker has queued, to run once it has nothing newer (a yield: the
+ * caller's continuation goes to the back). Not stealable while it waits
+ * unless other workers sleep (then it goes to the pool-wide queue).
+ * Elsewhere, or on a pool of another policy, it is vt_pool_submit.
+ * Errors: as vt_pool_submit. */
+VT_API vt_err vt_pool_submit_later(vt_pool *p, vt_job_fn fn, void *arg);
+
+/* For runtimes that switch stacks on the workers (async's fibers): from a
+ * job running on a worker, takes the job that worker would run next from
+ * its own queues (never steals, never waits) into *fn and *arg, counted as
+ * run: the caller must run it now. Lets a fiber that suspends go straight
+ * to the next fiber without returning to the worker loop. Returns 0 when
+ * there is none, or when not called from a worker's job. */
+VT_API int vt_worker_take(vt_job_fn *fn, void **arg);
+
 /* Waits until the pool is quiet: no job queued or running, no timer
  * pending. Jobs may keep being submitted meanwhile; it returns at a moment
  * when none was left. deadline: absolute ns of vt_now_ns (of the virtual

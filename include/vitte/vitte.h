@@ -4,6 +4,7 @@
 
 #include "vitte/base.h"
 #include "vitte/sched.h"
+#include "vitte/async.h"
 
 #define VITTE_VERSION_MAJOR 0
 #define VITTE_VERSION_MINOR 1

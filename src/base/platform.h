@@ -26,6 +26,8 @@ VT_INTERNAL vt_err vt__thread_create(vt__thread *t, vt__thread_fn fn, void *arg,
 VT_INTERNAL vt_err vt__thread_join(vt__thread t, void **result);
 /* Names the calling thread as tools show it (at most 15 characters kept). */
 VT_INTERNAL void vt__thread_set_name(const char *name);
+/* The calling thread's stack: lowest address and size (0 when unknown). */
+VT_INTERNAL void vt__thread_stack_bounds(void **lo, size_t *size);
 VT_INTERNAL void vt__thread_yield(void);
 /* A small integer id of the calling thread (the kernel's tid on Linux). */
 VT_INTERNAL uint64_t vt__thread_id(void);
@@ -113,6 +115,32 @@ static inline uint32_t vt__rand_below(uint64_t *state, uint32_t n)
  * what is used). NULL on failure (errno set). Release with vt__vm_release. */
 VT_INTERNAL void *vt__vm_reserve(size_t size);
 VT_INTERNAL void vt__vm_release(void *p, size_t size);
+VT_INTERNAL size_t vt__page_size(void);
+
+/* Makes the page-aligned range [p, p + size) of a reservation fault on any
+ * access (a guard). Prefers a guard that does not split the mapping (Linux
+ * 6.13's MADV_GUARD_INSTALL), so a million guarded stacks fit in one
+ * mapping; else mprotect, which costs one more mapping each and is refused
+ * once the process nears its mapping limit. Returns VT__GUARD_MARKER,
+ * VT__GUARD_MPROTECT, or VT__GUARD_NONE (no guard could be placed). */
+enum { VT__GUARD_NONE = 0, VT__GUARD_MARKER = 1, VT__GUARD_MPROTECT = 2 };
+VT_INTERNAL int vt__vm_guard(void *p, size_t size);
+/* Gives the pages of [p, p + size) back to the system; they read as zero
+ * when touched again. */
+VT_INTERNAL void vt__vm_decommit(void *p, size_t size);
+
+/* ---- Faults ------------------------------------------------------------------
+ * A handler for SIGSEGV/SIGBUS that runs on an alternate signal stack (so a
+ * stack overflow can be reported). handler(addr) returns 1 when it reported
+ * the fault (the process then dies of the signal, as it would have), 0 to
+ * let the previous disposition handle it. vt__fault_thread_init gives the
+ * calling thread its alternate stack (once per thread; ENOMEM is logged
+ * and leaves the thread without one). */
+typedef int (*vt__fault_fn)(void *addr);
+VT_INTERNAL vt_err vt__fault_install(vt__fault_fn handler);
+VT_INTERNAL void vt__fault_thread_init(void);
+/* write(2) to stderr, async-signal-safe. */
+VT_INTERNAL void vt__write_stderr(const char *s, size_t n);
 
 /* ---- Sanitizer awareness -------------------------------------------------- */
 #if defined(__SANITIZE_THREAD__)
@@ -139,5 +167,74 @@ static inline void vt__fence_seq_cst(void)
     atomic_thread_fence(memory_order_seq_cst);
 #endif
 }
+
+/* ---- Readiness poller ----------------------------------------------------------
+ * What async's netpoller needs from the system: a set of descriptors watched
+ * edge-triggered for both directions (epoll on Linux), a wait on the set
+ * that another thread can interrupt, and the descriptor calls whose flags
+ * or error rules differ between systems. One thread at a time waits on a
+ * poller; add, del and interrupt may come from any thread meanwhile. */
+typedef struct vt__poller vt__poller;
+struct sockaddr;
+
+/* The same values as VT_IO_READ and VT_IO_WRITE. */
+enum { VT__POLL_IN = 1, VT__POLL_OUT = 2 };
+
+/* Most events one vt__poller_wait returns. */
+#define VT__POLLER_BATCH 128
+
+typedef struct vt__poll_event {
+    void *data;      /* as given to vt__poller_add */
+    unsigned events; /* VT__POLL_IN | VT__POLL_OUT: an error or a hang-up
+                        reports both, so each side retries its call and
+                        gets the error (or the end of file) from it */
+} vt__poll_event;
+
+/* On VT_OK *out is the caller's (vt__poller_free). Errors: VT_EINVAL,
+ * VT_ENOMEM, VT_ESYSERR|errno (out of descriptors). */
+VT_INTERNAL vt_err vt__poller_new(vt__poller **out);
+/* p may be NULL. No thread may be waiting on it. The descriptors it
+ * watched stay open. */
+VT_INTERNAL void vt__poller_free(vt__poller *p);
+/* Watches fd for reading and writing, edge-triggered: an event comes when
+ * fd becomes ready (and one at once if it is ready already), not for as
+ * long as it stays ready. Its events come back with data. Adding a watched
+ * descriptor again only updates data. Errors: VT_ENOTSUP (a descriptor
+ * that cannot be polled, e.g. a regular file, which is always ready),
+ * VT_ESYSERR|errno (EBADF, ENOMEM, ENOSPC: the user's epoll limit). */
+VT_INTERNAL vt_err vt__poller_add(vt__poller *p, int fd, void *data);
+/* Stops watching fd (not watched: VT_OK). Closing fd does it too, unless
+ * a duplicate of it stays open. */
+VT_INTERNAL vt_err vt__poller_del(vt__poller *p, int fd);
+/* Waits until a watched descriptor has events, the deadline passes
+ * (VT_ETIMEDOUT) or vt__poller_interrupt is called, and stores up to max
+ * (at most VT__POLLER_BATCH) events in ev[0 .. *n). VT_OK with *n == 0 is
+ * an interrupt or a signal: the caller looks at its state and waits
+ * again. Errors: VT_EINVAL, VT_ETIMEDOUT, VT_ESYSERR|errno. */
+VT_INTERNAL vt_err vt__poller_wait(vt__poller *p, vt__poll_event *ev, int max, int *n,
+                                   int64_t deadline);
+/* Ends the current vt__poller_wait, or the next one if none waits now.
+ * Thread: any. */
+VT_INTERNAL void vt__poller_interrupt(vt__poller *p);
+
+/* Sets O_NONBLOCK on fd if it lacks it; *is_socket (may be NULL) gets 1
+ * when fd is a socket. Errors: VT_ESYSERR|errno (EBADF). */
+VT_INTERNAL vt_err vt__fd_prepare(int fd, int *is_socket);
+/* Blocks the calling thread (not a fiber: the worker) until fd is ready
+ * for events (VT__POLL_*), or until the deadline (ns of vt_now_ns,
+ * VT_FOREVER, VT_NOW) has passed — never before. *ready (may be NULL) gets
+ * what is ready: an error or a hang-up counts as every requested event.
+ * Signals do not end the wait early. Errors: VT_ETIMEDOUT,
+ * VT_ESYSERR|errno (EBADF for a descriptor that is not open). */
+VT_INTERNAL vt_err vt__fd_wait(int fd, unsigned events, unsigned *ready, int64_t deadline);
+/* Accepts a connection on the listening socket fd: *out is a new
+ * non-blocking, close-on-exec socket, addr/addrlen (may be NULL) as for
+ * accept(2). VT_EAGAIN: none pending. Signals and connections that died
+ * while queued are retried. Errors: VT_EAGAIN, VT_ESYSERR|errno. */
+VT_INTERNAL vt_err vt__fd_accept(int fd, int *out, struct sockaddr *addr, unsigned *addrlen);
+/* Closes fd once; a signal does not leave it open (nor does it report an
+ * error). Errors: VT_ESYSERR|errno (EBADF, EIO ...: fd is closed anyway
+ * except for EBADF). */
+VT_INTERNAL vt_err vt__fd_close(int fd);
 
 #endif

@@ -24,7 +24,7 @@ vt_err vt__det_push(vt_pool *p, vt__job job)
     return VT_OK;
 }
 
-static int pick(vt_pool *p, vt__job *job)
+int vt__det_pick(vt_pool *p, vt__job *job)
 {
     vt__spin_lock(&p->det_lock);
     size_t n = p->det_count;
@@ -55,7 +55,7 @@ vt_err vt__det_drive(vt_pool *p, int64_t until, int (*stop)(void *), void *ctx)
     for (;;) {
         if (stop && stop(ctx))
             break;
-        if (pick(p, &job)) {
+        if (vt__det_pick(p, &job)) {
             vt__pool_run_job(w, &job);
             continue;
         }

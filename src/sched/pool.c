@@ -109,6 +109,7 @@ static int work_visible(vt_pool *p)
         return 1;
     for (unsigned i = 0; i < p->nslots; i++)
         if (vt__deque_size(&p->workers[i].dq) || vt__fj_has_work(&p->workers[i]) ||
+            atomic_load_explicit(&p->workers[i].later_count, memory_order_relaxed) ||
             atomic_load_explicit(&p->workers[i].inbox_state, memory_order_relaxed) == VT__INBOX_FULL)
             return 1;
     return 0;
@@ -254,6 +255,15 @@ static int take_injected(vt__wk *w, vt__job *job)
     return 1;
 }
 
+static inline int take_later(vt__wk *w, vt__job *job)
+{
+    if (VT_LIKELY(!w->later.count))
+        return 0;
+    vt__ring_pop(&w->later, job);
+    atomic_store_explicit(&w->later_count, w->later.count, memory_order_relaxed);
+    return 1;
+}
+
 /* The next job that w should run from its own queues, in the policy's
  * order: LIFO pools keep a deque per worker; the others one pool-wide
  * queue, whose order is the policy's promise. */
@@ -264,14 +274,16 @@ static inline int take_local(vt__wk *w, vt__job *job)
         return vt__squeue_pop(&p->sq, job, 1) == 1;
     if (VT_UNLIKELY(++w->since_inject >= INJECT_CHECK_EVERY)) {
         w->since_inject = 0;
-        if (take_injected(w, job))
+        /* The pool-wide queue first: a worker whose fibers keep yielding
+         * always has jobs queued behind its own. */
+        if (take_injected(w, job) || take_later(w, job))
             return 1;
     }
     if (vt__deque_take(&w->dq, job)) {
         vt__donate_check(w);
         return 1;
     }
-    return take_injected(w, job);
+    return take_later(w, job) || take_injected(w, job);
 }
 
 enum { FOUND_NONE, FOUND_JOB, FOUND_FRAME };
@@ -477,6 +489,48 @@ vt_err vt_pool_submit_ex(vt_pool *p, vt_job_fn fn, void *arg, const vt_job_opts 
  * jobs count as submitted before the timers stop counting as pending, and
  * are queued only after, so at no moment does the pool look quiet because
  * of them. */
+vt_err vt_pool_submit_later(vt_pool *p, vt_job_fn fn, void *arg)
+{
+    vt__wk *w = vt__worker_self();
+    if (!w || w->lifo_pool != p || !fn || p->opts.deterministic ||
+        atomic_load_explicit(&p->state, memory_order_relaxed) > VT__DRAINING)
+        return submit(p, fn, arg, NULL);
+    /* Others are asleep: this worker has more than it runs at once, so
+     * share it through the injection queue, where they look. */
+    if (w->later.count && atomic_load_explicit(&p->sleepers, memory_order_relaxed))
+        return submit(p, fn, arg, NULL);
+    count_submitted(&w->m.submitted, 1);
+    if (vt__ring_push(&w->later, (vt__job){fn, arg, w->group}) != VT_OK) {
+        count_submitted(&w->m.submitted, -1);
+        return VT_ENOMEM;
+    }
+    atomic_store_explicit(&w->later_count, w->later.count, memory_order_relaxed);
+    return VT_OK;
+}
+
+int vt_worker_take(vt_job_fn *fn, void **arg)
+{
+    vt__wk *w = vt__worker_self();
+    if (!w || !fn || !arg)
+        return 0;
+    vt_pool *p = w->pool;
+    vt__job job;
+    if (p->opts.deterministic) {
+        if (!vt__det_pick(p, &job))
+            return 0;
+    } else if (!take_local(w, &job) && !vt__inbox_take(w, &job)) {
+        return 0;
+    }
+    /* Counted as run now: the job that called us is still running, so the
+     * pool cannot look quiet before the caller has run this one. */
+    w->group = job.tag;
+    atomic_store_explicit(&w->m.finished, atomic_load_explicit(&w->m.finished, memory_order_relaxed) + 1,
+                          memory_order_release);
+    *fn = job.fn;
+    *arg = job.arg;
+    return 1;
+}
+
 static void timer_announce(void *ud, size_t n)
 {
     vt_pool *p = ud;
@@ -660,7 +714,7 @@ static void cancel_leftovers(vt_pool *p)
     vt_cancel_fn cb = p->opts.on_cancel;
     for (unsigned i = 0; i < p->workers_ready; i++) {
         vt__wk *w = &p->workers[i];
-        while (vt__deque_take(&w->dq, &job)) {
+        while (vt__deque_take(&w->dq, &job) || take_later(w, &job)) {
             if (cb)
                 cb(p->opts.on_cancel_ud, job.fn, job.arg);
             n++;
@@ -697,6 +751,7 @@ static void pool_release(vt_pool *p)
     vt__timers_free(p->timers, p->opts.on_cancel, p->opts.on_cancel_ud);
     for (unsigned i = 0; i < p->workers_ready; i++) {
         vt__deque_destroy(&p->workers[i].dq);
+        vt__ring_free(&p->workers[i].later);
         vt__fj_destroy(&p->workers[i]);
     }
     if (p->sq_ready)

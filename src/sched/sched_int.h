@@ -230,6 +230,11 @@ typedef struct vt__wk {
     size_t frames_bytes;
     vt__fj_shared fjs;
     vt__deque dq;
+    /* Jobs queued behind everything else this worker has (vt_pool_submit_later,
+     * a fiber's yield): owner only, run when the deque is empty or every
+     * INJECT_CHECK_EVERY jobs. later_count mirrors later.count for others. */
+    vt__ring later;
+    _Atomic uint64_t later_count;
     vt__wmetrics m;
     VT_CACHE_ALIGNED _Atomic uint32_t wake; /* futex word while parked */
     _Atomic uint32_t guest_busy; /* guest slots: claimed by a VT_RUN caller */
@@ -354,6 +359,8 @@ VT_INTERNAL int vt__fj_has_work(vt__wk *w);
 
 /* determ.c */
 VT_INTERNAL vt_err vt__det_push(vt_pool *p, vt__job job);
+/* Takes a ready job, chosen by the seeded generator; 0 when none. */
+VT_INTERNAL int vt__det_pick(vt_pool *p, vt__job *job);
 /* Runs until stop(ctx) is true, nothing is left, or the virtual clock would
  * pass until. Returns VT_OK when stop(ctx) or quiet, VT_ETIMEDOUT otherwise. */
 VT_INTERNAL vt_err vt__det_drive(vt_pool *p, int64_t until, int (*stop)(void *), void *ctx);

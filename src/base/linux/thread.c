@@ -151,3 +151,19 @@ uint64_t vt__thread_id(void)
     tid_cache = (uint64_t)syscall(SYS_gettid);
     return tid_cache;
 }
+
+void vt__thread_stack_bounds(void **lo, size_t *size)
+{
+    pthread_attr_t attr;
+    *lo = NULL;
+    *size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+        return;
+    void *addr;
+    size_t len;
+    if (pthread_attr_getstack(&attr, &addr, &len) == 0) {
+        *lo = addr;
+        *size = len;
+    }
+    pthread_attr_destroy(&attr);
+}

@@ -1,0 +1,3 @@
+module vitte/bench/async_go
+
+go 1.19
