@@ -146,8 +146,12 @@ void vt__fiber_unpark(vt__fib *f)
 static void release(vt__fworker *fw, vt__fib *f)
 {
     atomic_store_explicit(&f->fstate, VT__FS_FREE, memory_order_relaxed);
-    /* Only the one who gave the handle up gets here: no RMW needed. */
-    atomic_store_explicit(&f->gen, atomic_load_explicit(&f->gen, memory_order_relaxed) + 1, memory_order_release);
+    /* Only the one who gave the handle up gets here: no RMW needed. Then
+     * wait out any vt_fiber_cancel that pinned it before the handle went
+     * stale (seq_cst: of the two, one sees the other's write). */
+    atomic_store_explicit(&f->gen, atomic_load_explicit(&f->gen, memory_order_relaxed) + 1, memory_order_seq_cst);
+    while (atomic_load_explicit(&f->pins, memory_order_seq_cst))
+        vt__cpu_relax();
     vt__fworker *here = fw_here();
     if (!fw && here && here->rt == f->rt)
         fw = here;
@@ -317,7 +321,7 @@ static vt__fib *lookup(vt_fiber h)
         return NULL;
     vt__fib *f = vt__stacks_lookup(rt->stacks, (uint32_t)h.id);
     if (!f || (atomic_load_explicit(&f->gen, memory_order_acquire) & 0xffffff) != ((h.id >> 32) & 0xffffff) ||
-        atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_FREE || f->rt != rt)
+        atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_FREE)
         return NULL;
     return f;
 }
@@ -360,7 +364,6 @@ vt_err vt_fiber_spawn_ex(vt_fiber *out, vt_fiber_fn fn, void *arg, const vt_fibe
     f->fn = fn;
     f->arg = arg;
     f->result = NULL;
-    f->rt = rt;
     f->fw = NULL;
     f->member = scope;
     atomic_store_explicit(&f->join, opts->detached ? VT__JOIN_DETACHED : 0, memory_order_relaxed);
@@ -454,7 +457,7 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
         atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_READY && await_inline(self, f))
         j = VT__JOIN_DONE;
     if (j != VT__JOIN_DONE) {
-        if (j == VT__JOIN_DETACHED)
+        if (j == VT__JOIN_DETACHED || j == VT__JOIN_REAPED)
             return VT_ENOENT;
         if (j != 0)
             return VT_EBUSY;
@@ -465,7 +468,7 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
                                                      memory_order_acquire)) {
             /* Never published, so nobody else can end this wait. */
             vt__waiter_wait(&w, VT_NOW);
-            if (expected == VT__JOIN_DETACHED)
+            if (expected == VT__JOIN_DETACHED || expected == VT__JOIN_REAPED)
                 return VT_ENOENT;
             if (expected != VT__JOIN_DONE)
                 return VT_EBUSY;
@@ -486,6 +489,11 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
             }
         }
     }
+    /* Two awaiters may both have seen it done: one reaps. */
+    j = VT__JOIN_DONE;
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &j, VT__JOIN_REAPED, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return VT_ENOENT;
     if (result)
         *result = f->result;
     release(NULL, f);
@@ -502,10 +510,13 @@ vt_err vt_fiber_detach(vt_fiber h)
                                                 memory_order_acquire))
         return VT_OK;
     if (expected == VT__JOIN_DONE) {
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &expected, VT__JOIN_REAPED, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            return VT_ENOENT;
         release(NULL, f);
         return VT_OK;
     }
-    return expected == VT__JOIN_DETACHED ? VT_ENOENT : VT_EBUSY;
+    return expected == VT__JOIN_DETACHED || expected == VT__JOIN_REAPED ? VT_ENOENT : VT_EBUSY;
 }
 
 vt_err vt_fiber_cancel(vt_fiber h)
@@ -513,9 +524,16 @@ vt_err vt_fiber_cancel(vt_fiber h)
     vt__fib *f = lookup(h);
     if (!f)
         return VT_ENOENT;
-    if (atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_DONE)
-        return VT_OK;
-    vt__fiber_cancel_one(f);
+    /* Pinned, the slot cannot be reused under us even if its awaiter
+     * reaps it meanwhile; checked again once pinned. */
+    atomic_fetch_add_explicit(&f->pins, 1, memory_order_seq_cst);
+    if (lookup(h) != f) {
+        atomic_fetch_sub_explicit(&f->pins, 1, memory_order_release);
+        return VT_ENOENT;
+    }
+    if (atomic_load_explicit(&f->fstate, memory_order_acquire) != VT__FS_DONE)
+        vt__fiber_cancel_one(f);
+    atomic_fetch_sub_explicit(&f->pins, 1, memory_order_release);
     return VT_OK;
 }
 

@@ -21,6 +21,7 @@ enum { VT__FS_FREE = 0, VT__FS_READY, VT__FS_RUNNING, VT__FS_WAITING, VT__FS_DON
 #define VT__JOIN_DETACHED ((uintptr_t)2)
 #define VT__JOIN_BUSY ((uintptr_t)3) /* the finisher is reading the waiter */
 #define VT__JOIN_INLINE ((uintptr_t)4) /* its awaiter runs it, and is resumed by its end */
+#define VT__JOIN_REAPED ((uintptr_t)5) /* an awaiter (or detach) took it: the handle is spent */
 
 struct vt_scope {
     vt__spinlock lock;
@@ -43,6 +44,7 @@ struct vt__fib {
     vt__parker pk;
     _Atomic uint32_t run;       /* VT__RUN_* */
     _Atomic uint32_t gen;       /* handle generation */
+    _Atomic uint32_t pins;      /* callers using it through a handle (cancel) */
     uint32_t index;             /* in the stack directory */
     _Atomic uint8_t fstate;     /* VT__FS_* */
     _Atomic uint8_t cancelled;
@@ -104,7 +106,9 @@ struct vt__fworker {
 typedef struct vt__stack_class vt__stack_class;
 typedef struct vt__stacks vt__stacks;
 
-VT_INTERNAL vt_err vt__stacks_new(vt__stacks **out, size_t default_size, int guards);
+/* owner: the runtime every slot of s belongs to (set once per slot, so
+ * that reading f->rt never races the reuse of a slot). */
+VT_INTERNAL vt_err vt__stacks_new(vt__stacks **out, size_t default_size, int guards, vt_runtime *owner);
 VT_INTERNAL void vt__stacks_free(vt__stacks *s);
 /* A free fiber slot with a usable stack of at least size bytes (0: the
  * default), prepared; from fw's cache when it has one. */

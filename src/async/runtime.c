@@ -119,7 +119,7 @@ vt_err vt_runtime_new(vt_runtime **out, const vt_runtime_opts *opts)
     rt->fw = (vt__fworker *)(((uintptr_t)rt->fw_raw + VT_CACHE_LINE - 1) & ~(uintptr_t)(VT_CACHE_LINE - 1));
     for (unsigned i = 0; i < rt->nfw; i++)
         rt->fw[i].rt = rt;
-    e = vt__stacks_new(&rt->stacks, o.stack_size, !o.no_guard_pages);
+    e = vt__stacks_new(&rt->stacks, o.stack_size, !o.no_guard_pages, rt);
     if (e) {
         runtime_release(rt);
         return e;

@@ -49,6 +49,7 @@ struct vt__stacks {
     size_t page;
     int guards;
     size_t default_size;
+    vt_runtime *owner;
     vt__stack_class classes[CLASSES_MAX];
     unsigned nclasses;
     chunk *chunks; /* CHUNKS_MAX entries, committed as used */
@@ -130,7 +131,7 @@ static int on_fault(void *addr)
 
 /* ---- The pool ---------------------------------------------------------------------- */
 
-vt_err vt__stacks_new(vt__stacks **out, size_t default_size, int guards)
+vt_err vt__stacks_new(vt__stacks **out, size_t default_size, int guards, vt_runtime *owner)
 {
     vt__stacks *s = vt_calloc(1, sizeof(*s));
     if (!s)
@@ -142,6 +143,7 @@ vt_err vt__stacks_new(vt__stacks **out, size_t default_size, int guards)
     }
     s->page = vt__page_size();
     s->guards = guards;
+    s->owner = owner;
     s->default_size = round_up(default_size, s->page);
     if (guards) {
         vt_err e = vt__fault_install(on_fault);
@@ -244,6 +246,7 @@ static vt__fib *carve(vt__stacks *s, vt__stack_class *c)
     /* Fresh pages read as zero: f->inited is 0, so the slot is prepared
      * (guard, tools) below, outside the lock. */
     f->index = (c->chunk << 16) | slot;
+    f->rt = s->owner;
     f->cls = c;
     f->stack_lo = lo + (s->guards ? GUARD_BYTES : 0);
     f->stack_size = (size_t)((char *)f - f->stack_lo);

@@ -30,17 +30,19 @@
 
 /* ---- Shared helpers -------------------------------------------------------------- */
 
-/* Who holds a mutex: the fiber's id inside a fiber, else a per-thread id
- * with the top bit set (fiber ids are generation-checked handles that are
- * never 0). A fiber moves between threads, so a thread id cannot name it. */
+/* Who holds a mutex: the fiber's handle inside a fiber (never 0, and
+ * generation-checked, so a later fiber in the same slot is someone else),
+ * else a per-thread number with the top bit set. A fiber moves between
+ * threads, so a thread id cannot name it. */
 #define THREAD_ID_BIT ((uint64_t)1 << 63)
 
 static uint64_t self_id(void)
 {
     static _Atomic uint64_t next_thread_id;
     static _Thread_local uint64_t thread_id;
-    if (vt_fiber_in())
-        return vt_fiber_self().id;
+    uint64_t fiber = vt_fiber_self().id;
+    if (fiber)
+        return fiber;
     if (!thread_id)
         thread_id = THREAD_ID_BIT | (atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed) + 1);
     return thread_id;
@@ -217,7 +219,8 @@ static void mutex_release(vt_mutex *m)
     uint32_t s = M_LOCKED;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
         return;
-    /* WAITERS is set: nobody else touches state until we are done. */
+    /* WAITERS was set. Under the lock the state is ours alone (a waiter
+     * that left meanwhile may have cleared WAITERS: then nobody is left). */
     vt__wq_lock(&m->q);
     vt__waiter *w = pop_claimed(&m->q);
     if (w) {

@@ -19,27 +19,36 @@
 #include "vt_test.h"
 #include "vitte/async.h"
 
+/* ALIVE_DIV scales what may be alive at once (stacks made). */
 #if defined(VT_SANITIZE_THREAD)
 #define TREE_NODES 1500
 #define SCALE_DIV 20
+#define ALIVE_DIV 100
 #define STACK (32 << 10)
 #elif defined(VT_SANITIZE_ADDRESS)
 #define TREE_NODES 50000
 #define SCALE_DIV 4
+#define ALIVE_DIV 4
 #define STACK (32 << 10)
 #else
 #define TREE_NODES 100000
 #define SCALE_DIV 1
+#define ALIVE_DIV 1
 #define STACK VT_STACK_MIN
 #endif
 
 #define U2P(u) ((void *)(uintptr_t)(u))
 #define P2U(p) ((uintptr_t)(p))
 
+static long scaled_by(long n, long div)
+{
+    long v = n * (long)vt_test_stress() / div;
+    return v < 1 ? 1 : v;
+}
+
 static long scaled(long n)
 {
-    long v = n * (long)vt_test_stress() / SCALE_DIV;
-    return v < 1 ? 1 : v;
+    return scaled_by(n, SCALE_DIV);
 }
 
 static void nap(void)
@@ -222,8 +231,8 @@ static void tree(unsigned workers)
     pthread_join(th_chaos, NULL);
     printf("  %u workers, %ld fibers: %ld in the cancelled region, %ld saw a cancellation; "
            "%ld yields, %ld sleeps; outside cancels %ld (stale %ld)\n",
-           workers, n, region, seen, atomic_load(&T.yields), atomic_load(&T.sleeps), atomic_load(&T.chaos_ok),
-           atomic_load(&T.chaos_stale));
+           workers, n, region, seen, atomic_load(&T.yields), atomic_load(&T.sleeps),
+           atomic_load(&T.chaos_ok), atomic_load(&T.chaos_stale));
     VT_CHECK_EQ(atomic_load(&T.errors), 0);
     VT_CHECK_EQ(not_once, 0);
     VT_CHECK_EQ(total, n);
@@ -291,13 +300,16 @@ static void await_until_done(long i, int in_fiber)
         void *r = NULL;
         int64_t wait_ns = (int64_t)(h % 20000);
         h = vt_hash_mix64(h);
-        int64_t d = h % 4 == 0 ? VT_NOW : in_fiber ? vt_fiber_deadline(wait_ns) : vt_deadline_after(wait_ns);
+        int64_t d = h % 4 == 0 ? VT_NOW
+                    : in_fiber ? vt_fiber_deadline(wait_ns)
+                               : vt_deadline_after(wait_ns);
         vt_err e = vt_fiber_await(RC.h[i], &r, d);
         if (e == VT_ETIMEDOUT) {
             atomic_fetch_add(&RC.timeouts, 1);
             continue;
         }
-        if (e != VT_OK || P2U(r) != (uintptr_t)i * 7 || vt_fiber_await(RC.h[i], NULL, VT_NOW) != VT_ENOENT)
+        if (e != VT_OK || P2U(r) != (uintptr_t)i * 7 ||
+            vt_fiber_await(RC.h[i], NULL, VT_NOW) != VT_ENOENT)
             atomic_fetch_add(&RC.bad, 1);
         else
             atomic_fetch_add(&RC.ok, 1);
@@ -341,7 +353,7 @@ VT_TEST(await_timeouts_race_completion)
     static const unsigned workers[] = {2, 8};
     for (int w = 0; w < 2; w++) {
         memset(&RC, 0, sizeof RC);
-        RC.n = scaled(50000);
+        RC.n = scaled_by(50000, ALIVE_DIV);
         RC.rt = rt_new(workers[w]);
         VT_CHECK_NOT_NULL(RC.rt);
         RC.h = calloc((size_t)RC.n, sizeof *RC.h);
@@ -349,7 +361,10 @@ VT_TEST(await_timeouts_race_completion)
         vt_fiber_opts o;
         memset(&o, 0, sizeof o);
         o.runtime = RC.rt;
-        enum { THREADS = 3, FIBERS = 4 };
+        enum {
+            THREADS = 3,
+            FIBERS = 4
+        };
         pthread_t th[THREADS + 1];
         vt_fiber af[FIBERS];
         /* The awaiters start first and follow the spawner closely, so
@@ -370,13 +385,138 @@ VT_TEST(await_timeouts_race_completion)
             pthread_join(th[t], NULL);
         for (int f = 0; f < FIBERS; f++)
             VT_CHECK_OK(vt_fiber_await(af[f], NULL, VT_FOREVER));
-        printf("  %u workers: %ld awaited, %ld timeouts on the way\n", workers[w], atomic_load(&RC.ok),
-               atomic_load(&RC.timeouts));
+        printf("  %u workers: %ld awaited, %ld timeouts on the way\n", workers[w],
+               atomic_load(&RC.ok), atomic_load(&RC.timeouts));
         VT_CHECK_EQ(atomic_load(&RC.bad), 0);
         VT_CHECK_EQ(atomic_load(&RC.ok), RC.n);
         vt_runtime_free(RC.rt);
         free(RC.h);
     }
+}
+
+/* ---- Two awaiters, one handle ---------------------------------------------------------------
+ * Two threads await the same fiber at the same moment, over and over,
+ * while a third spawns and awaits fibers of its own so that slots are
+ * reused at once: for each fiber exactly one await returns VT_OK with its
+ * value, the other VT_EBUSY or VT_ENOENT; nobody ever receives the result
+ * of the third party's fibers, which always get their own. Half the
+ * targets have finished before the awaits start, half are running. */
+#define SENTINEL ((uintptr_t)0xbadbad)
+
+static struct {
+    vt_runtime *rt;
+    long n;
+    _Atomic uint64_t handle; /* the current target */
+    _Atomic long round;      /* published rounds */
+    _Atomic long arrived[2]; /* per awaiter: the last round it arrived at */
+    _Atomic long ok[2], busy, stale, bad, wrong_value;
+    _Atomic int done_flag;
+    _Atomic int stop;
+    _Atomic long recycled, recycle_bad;
+    long *ok_per_round;
+} AA;
+
+static void *aa_target(void *arg)
+{
+    atomic_store(&AA.done_flag, 1);
+    return arg;
+}
+
+static void *aa_awaiter(void *arg)
+{
+    int me = (int)P2U(arg);
+    for (long r = 1; r <= AA.n; r++) {
+        while (atomic_load(&AA.round) < r)
+            ;
+        /* Meet the other awaiter, then go together. */
+        atomic_store(&AA.arrived[me], r);
+        while (atomic_load(&AA.arrived[1 - me]) < r)
+            ;
+        void *res = NULL;
+        vt_err e = vt_fiber_await((vt_fiber){atomic_load(&AA.handle)}, &res, VT_FOREVER);
+        if (e == VT_OK) {
+            atomic_fetch_add(&AA.ok[me], 1);
+            /* Said at once: a runtime that gave one fiber to two awaiters
+             * is corrupt, and the test may hang after this. */
+            if (__atomic_fetch_add(&AA.ok_per_round[r - 1], 1, __ATOMIC_RELAXED) != 0)
+                printf("  round %ld: both awaits of one fiber returned VT_OK\n", r);
+            if (P2U(res) != (uintptr_t)r)
+                atomic_fetch_add(&AA.wrong_value, 1);
+        } else if (e == VT_EBUSY)
+            atomic_fetch_add(&AA.busy, 1);
+        else if (e == VT_ENOENT)
+            atomic_fetch_add(&AA.stale, 1);
+        else
+            atomic_fetch_add(&AA.bad, 1);
+    }
+    return NULL;
+}
+
+static void *recycler(void *arg)
+{
+    (void)arg;
+    vt_fiber_opts o;
+    memset(&o, 0, sizeof o);
+    o.runtime = AA.rt;
+    while (!atomic_load(&AA.stop)) {
+        vt_fiber f;
+        void *r = NULL;
+        if (vt_fiber_spawn_ex(&f, aa_target, U2P(SENTINEL), &o) != VT_OK ||
+            vt_fiber_await(f, &r, VT_FOREVER) != VT_OK || P2U(r) != SENTINEL)
+            atomic_fetch_add(&AA.recycle_bad, 1);
+        atomic_fetch_add(&AA.recycled, 1);
+    }
+    return NULL;
+}
+
+VT_TEST(two_awaiters_one_handle)
+{
+    memset(&AA, 0, sizeof AA);
+    AA.n = scaled(1000); /* each round waits for five spinning threads on two cores */
+    AA.ok_per_round = calloc((size_t)AA.n, sizeof(long));
+    VT_CHECK_NOT_NULL(AA.ok_per_round);
+    AA.rt = rt_new(2);
+    VT_CHECK_NOT_NULL(AA.rt);
+    pthread_t th[3];
+    for (int t = 0; t < 2; t++)
+        VT_CHECK_EQ(pthread_create(&th[t], NULL, aa_awaiter, U2P(t)), 0);
+    VT_CHECK_EQ(pthread_create(&th[2], NULL, recycler, NULL), 0);
+    vt_fiber_opts o;
+    memset(&o, 0, sizeof o);
+    o.runtime = AA.rt;
+    long spawn_failed = 0;
+    for (long r = 1; r <= AA.n; r++) {
+        vt_fiber f = {0};
+        atomic_store(&AA.done_flag, 0);
+        if (vt_fiber_spawn_ex(&f, aa_target, U2P(r), &o) != VT_OK)
+            spawn_failed++;
+        if (r % 2)
+            while (!atomic_load(&AA.done_flag))
+                ;
+        atomic_store(&AA.handle, f.id);
+        atomic_store(&AA.round, r);
+        /* The next round waits until both have come back. */
+        while (atomic_load(&AA.ok[0]) + atomic_load(&AA.ok[1]) + atomic_load(&AA.busy) +
+                   atomic_load(&AA.stale) + atomic_load(&AA.bad) <
+               2 * r)
+            ;
+    }
+    atomic_store(&AA.stop, 1);
+    for (int t = 0; t < 3; t++)
+        pthread_join(th[t], NULL);
+    long not_one = 0;
+    for (long r = 0; r < AA.n; r++)
+        not_one += AA.ok_per_round[r] != 1;
+    printf("  %ld rounds: %ld + %ld won, %ld busy, %ld stale; %ld fibers recycled meanwhile\n",
+           AA.n, atomic_load(&AA.ok[0]), atomic_load(&AA.ok[1]), atomic_load(&AA.busy),
+           atomic_load(&AA.stale), atomic_load(&AA.recycled));
+    VT_CHECK_EQ(spawn_failed, 0);
+    VT_CHECK_EQ(not_one, 0);
+    VT_CHECK_EQ(atomic_load(&AA.wrong_value), 0);
+    VT_CHECK_EQ(atomic_load(&AA.bad), 0);
+    VT_CHECK_EQ(atomic_load(&AA.recycle_bad), 0);
+    vt_runtime_free(AA.rt);
+    free(AA.ok_per_round);
 }
 
 /* ---- Scopes from several threads ---------------------------------------------------------
@@ -443,9 +583,11 @@ static void *scope_thread(void *arg)
 
 VT_TEST(scopes_from_several_threads)
 {
-    enum { THREADS = 4 };
+    enum {
+        THREADS = 4
+    };
     memset(&SS, 0, sizeof SS);
-    SS.per_thread = scaled(20000);
+    SS.per_thread = scaled_by(20000, ALIVE_DIV);
     long n = SS.per_thread * THREADS;
     SS.ran = calloc((size_t)n, 1);
     VT_CHECK_NOT_NULL(SS.ran);
@@ -462,7 +604,8 @@ VT_TEST(scopes_from_several_threads)
         not_once += atomic_load(&SS.ran[i]) != 1;
     vt_runtime_stats st;
     VT_CHECK_OK(vt_runtime_stats_get(SS.rt, &st));
-    printf("  %ld fibers in scopes, %ld saw their scope cancelled\n", n, atomic_load(&SS.cancelled_seen));
+    printf("  %ld fibers in scopes, %ld saw their scope cancelled\n", n,
+           atomic_load(&SS.cancelled_seen));
     VT_CHECK_EQ(not_once, 0);
     VT_CHECK_EQ(atomic_load(&SS.errors), 0);
     VT_CHECK_EQ(st.spawned, (uint64_t)n);

@@ -45,7 +45,8 @@ static int backend_count(void)
  * compiler installs. */
 #if defined(VT_SANITIZE_ADDRESS)
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
-void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                     size_t *size_old);
 void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
 #if defined(VT_SANITIZE_THREAD)
@@ -62,12 +63,12 @@ typedef void *(*co_body)(co *self, void *arg);
 
 struct co {
     vt__ctx ctx;
-    char *map;          /* the mapping: a guard page, then the stack */
+    char *map; /* the mapping: a guard page, then the stack */
     size_t map_size;
-    char *stack;        /* NULL: the test thread's own stack */
+    char *stack; /* NULL: the test thread's own stack */
     size_t size;
     co_body body;
-    co *exit_to;        /* where the body's return value goes */
+    co *exit_to; /* where the body's return value goes */
     int started, done;
     uintptr_t entry_frame; /* __builtin_frame_address(0) of the entry */
     uintptr_t entry_local; /* address of a 16-aligned local of the entry */
@@ -79,21 +80,21 @@ struct co {
     void *tsan;
 };
 
-static const backend *B;  /* the backend under test */
-static co main_co;        /* the test thread */
-static co *cur;           /* the running context */
+static const backend *B; /* the backend under test */
+static co main_co;       /* the test thread */
+static co *cur;          /* the running context */
 static co *switching_from;
 
 /* Inlined into the function that switches: TSan's fiber switch must come
  * in the same frame as the stack switch, or the entry of one function and
  * its exit land on different fibers' shadow stacks. */
-static inline __attribute__((always_inline)) void tools_leave(co *from, co *to, int final)
+static inline __attribute__((always_inline)) void tools_leave(co *from, co *to, int last)
 {
 #if defined(VT_SANITIZE_ADDRESS)
-    __sanitizer_start_switch_fiber(final ? NULL : &from->fake, to->bottom, to->bsize);
+    __sanitizer_start_switch_fiber(last ? NULL : &from->fake, to->bottom, to->bsize);
 #else
     (void)from;
-    (void)final;
+    (void)last;
 #endif
 #if defined(VT_SANITIZE_THREAD)
     __tsan_switch_to_fiber(to->tsan, 0);
@@ -210,7 +211,8 @@ static void co_free(co *c)
     c->map = NULL;
 }
 
-#define EACH_BACKEND(i) for (int i = 0; i < backend_count() && (B = &backends[i], co_begin(), 1); i++)
+#define EACH_BACKEND(i) \
+    for (int i = 0; i < backend_count() && (B = &backends[i], co_begin(), 1); i++)
 
 /* ---- Ping-pong ------------------------------------------------------------------ */
 
@@ -301,9 +303,9 @@ VT_TEST(stack_aligned_at_entry)
             co_switch(&c, NULL);
             VT_CHECK(c.done);
             if (c.entry_frame % 16 || c.entry_local % 16 || out[0] % 16)
-                printf("  %s, top trimmed by %zu: entry frame %#lx, local %#lx, callee %#lx\n", B->name,
-                       trims[t], (unsigned long)c.entry_frame, (unsigned long)c.entry_local,
-                       (unsigned long)out[0]);
+                printf("  %s, top trimmed by %zu: entry frame %#lx, local %#lx, callee %#lx\n",
+                       B->name, trims[t], (unsigned long)c.entry_frame,
+                       (unsigned long)c.entry_local, (unsigned long)out[0]);
             VT_CHECK_EQ(c.entry_frame % 16, 0);
             VT_CHECK_EQ(c.entry_local % 16, 0);
             VT_CHECK_EQ(out[0] % 16, 0);
@@ -457,7 +459,7 @@ static __attribute__((noinline)) uint64_t keep_live(answer_fn ask, co *peer, uin
         g += f >> 7;                         \
         h ^= g * 13;                         \
     } while (0)
-#define PEER_INIT(a, b, c, d, e, f, g, h)                                      \
+#define PEER_INIT(a, b, c, d, e, f, g, h)                                            \
     uint64_t a = 0xabcdef * 5 + 3, b = a ^ 0x1234567, c = b * 0xc4ceb9fe1a85ec53ull; \
     uint64_t d = c ^ (c >> 31), e = d + 99, f = e * 3 ^ b, g = f + c, h = g ^ a
 
@@ -562,9 +564,10 @@ static __attribute__((noinline)) void reg_switch_raw(regblk *blk)
                      "leaq 128(%%rsp), %%rsp\n\t"
                      : "+c"(blk)
                      :
-                     : "rax", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "rbx", "r12", "r13", "r14",
-                       "r15", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-                       "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+                     : "rax", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "rbx", "r12", "r13",
+                       "r14", "r15", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
+                       "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+                       "xmm15");
 }
 
 /* co_switch with the registers set by hand; returns 1 when all six came
@@ -635,7 +638,8 @@ VT_TEST(callee_saved_registers_exact)
         VT_CHECK_EQ(peer_bad, 0);
     }
 #else
-    VT_SKIP("registers set by hand on x86-64 only; callee_saved_values_survive_switches covers the rest");
+    VT_SKIP("registers set by hand on x86-64 only; callee_saved_values_survive_switches covers the "
+            "rest");
 #endif
 }
 
@@ -664,7 +668,8 @@ static int mode_holds(int m)
 {
     double q[3];
     quotients(q);
-    return fegetround() == modes[m] && q[0] == quot[m][0] && q[1] == quot[m][1] && q[2] == quot[m][2];
+    return fegetround() == modes[m] && q[0] == quot[m][0] && q[1] == quot[m][1] &&
+           q[2] == quot[m][2];
 }
 
 typedef struct fp_state {
@@ -697,7 +702,9 @@ VT_TEST(fp_rounding_mode_is_per_context)
         for (int k = m + 1; k < 4; k++)
             VT_CHECK(memcmp(quot[m], quot[k], sizeof quot[m]) != 0);
 
-    enum { N = 8 };
+    enum {
+        N = 8
+    };
     EACH_BACKEND(bk)
     {
         co cs[N];

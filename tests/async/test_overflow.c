@@ -212,8 +212,8 @@ static void check_scenario(int scenario, const char *name)
 #endif
     if (!died || !reported)
         printf("  scenario %d: status %#x (%s %d); stderr:\n%s\n", scenario, st,
-               WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
-               o->err);
+               WIFSIGNALED(st) ? "signal" : "exit",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), o->err);
     free(o);
     VT_CHECK(died);
     VT_CHECK(reported);

@@ -39,7 +39,7 @@ struct vt__poller {
 static unsigned events_of(uint32_t ev)
 {
     unsigned r = 0;
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLPRI))
+    if (ev & (EPOLLIN | EPOLLRDHUP))
         r |= VT__POLL_IN;
     if (ev & EPOLLOUT)
         r |= VT__POLL_OUT;
