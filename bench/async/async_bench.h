@@ -57,4 +57,25 @@ static inline vt_err async_run_root(vt_runtime *rt, vt_fiber_fn fn, void *arg, v
     return vt_fiber_await(h, result, VT_FOREVER);
 }
 
+/* One rep of a Go peer that prints ns= and cpu_ns= per operation (and
+ * go=<version>, kept as an extra). Needs ../peers/async_peers.h first. */
+#if defined(VT_HAVE_GO) && defined(VITTE_BENCH_ASYNC_PEERS_H)
+static inline int go_rep(bench_case *c, const char *bench, long n, cpu_samples *cpu, double *ns)
+{
+    char out[512], why[256];
+    if (peer_go_run(bench, n, c->threads, out, sizeof out, why, sizeof why) != 0)
+        return bench_fail(c, "Go peer: %s", why);
+    double cpu_ns;
+    if (peer_kv(out, "ns", ns) != 0 || peer_kv(out, "cpu_ns", &cpu_ns) != 0)
+        return bench_fail(c, "Go peer printed no ns= or cpu_ns=: %s", out);
+    cpu_add(cpu, c, cpu_ns);
+    if (!c->extra[0]) {
+        char ver[64];
+        peer_kv_word(out, "go", ver, sizeof ver);
+        bench_extra(c, "go=%s", ver);
+    }
+    return 0;
+}
+#endif
+
 #endif

@@ -9,9 +9,8 @@
  * vitte's extra counter: switches per yield (vt_runtime_stats). */
 #include "bench.h"
 
-#include "async_bench.h"
-
 #include "../peers/async_peers.h"
+#include "async_bench.h"
 
 static long n_yields = 1000000;
 
@@ -105,19 +104,7 @@ static int rep_vitte(bench_case *c, double *ns)
 #ifdef VT_HAVE_GO
 static int rep_go(bench_case *c, double *ns)
 {
-    char out[512], why[256];
-    if (peer_go_run("yield", n_yields, c->threads, out, sizeof out, why, sizeof why) != 0)
-        return bench_fail(c, "Go peer: %s", why);
-    double cpu;
-    if (peer_kv(out, "ns", ns) != 0 || peer_kv(out, "cpu_ns", &cpu) != 0)
-        return bench_fail(c, "Go peer printed no ns= or cpu_ns=: %s", out);
-    cpu_add(&((yield_ctx *)c->ctx)->cpu, c, cpu);
-    if (!c->extra[0]) {
-        char ver[64];
-        peer_kv_word(out, "go", ver, sizeof ver);
-        bench_extra(c, "go=%s", ver);
-    }
-    return 0;
+    return go_rep(c, "yield", n_yields, &((yield_ctx *)c->ctx)->cpu, ns);
 }
 #endif
 

@@ -73,7 +73,7 @@ VT_API void vt_runtime_opts_init(vt_runtime_opts *opts);
  * stack pool, and (when first needed) a poller thread and blocking threads.
  * On VT_OK *out is the caller's (vt_runtime_free). Errors: VT_EINVAL (NULL
  * out, a stack size out of range, a bad pool option), VT_ENOMEM,
- * VT_ESYSERR|errno. */
+ * VT_EBUSY (127 runtimes exist already), VT_ESYSERR|errno. */
 VT_API vt_err vt_runtime_new(vt_runtime **out, const vt_runtime_opts *opts);
 
 /* Cancels every fiber still alive, waits until all have finished (they see
@@ -187,7 +187,8 @@ VT_API vt_err vt_fiber_yield(void);
 
 /* Sleeps until the deadline (never wakes before it), on the pool's timer
  * wheel (from a plain thread: the thread sleeps). A suspension point.
- * Thread: any. Errors: VT_ECANCELED (woken early by cancellation). */
+ * Thread: any. Errors: VT_ECANCELED (woken early by cancellation),
+ * VT_EINVAL (a negative duration; VT_FOREVER from a plain thread). */
 VT_API vt_err vt_sleep_until(int64_t deadline);
 VT_API vt_err vt_sleep_ns(int64_t ns);
 VT_API vt_err vt_sleep_ms(int64_t ms);

@@ -132,8 +132,6 @@ typedef struct vt__fworker vt__fworker;
 
 /* The runtime of the calling fiber or worker, or NULL. */
 VT_INTERNAL vt_runtime *vt__runtime_self(void);
-/* The runtime's pool (for timers and jobs). */
-VT_INTERNAL vt_pool *vt__runtime_pool(vt_runtime *rt);
 /* 1 when the runtime is shutting down (new waits on IO and blocking
  * threads should fail with VT_ECLOSED). */
 VT_INTERNAL int vt__runtime_closing(vt_runtime *rt);
@@ -144,6 +142,17 @@ VT_INTERNAL const vt_runtime_opts *vt__runtime_opts(vt_runtime *rt);
 VT_INTERNAL _Atomic(struct vt__netpoll *) *vt__runtime_netpoll_slot(vt_runtime *rt);
 VT_INTERNAL _Atomic(struct vt__blocking *) *vt__runtime_blocking_slot(vt_runtime *rt);
 VT_INTERNAL void vt__netpoll_free(struct vt__netpoll *np);
+
+/* netpoll.c, for io.c: a descriptor's entry in the calling fiber's
+ * runtime's poller (contracts with the definitions). */
+typedef struct vt__fdent vt__fdent;
+VT_INTERNAL vt_err vt__netpoll_fd(int fd, vt__fdent **out, int *is_socket);
+VT_INTERNAL vt_err vt__netpoll_wait(vt__fdent *e, unsigned events, unsigned *ready, int64_t deadline);
+VT_INTERNAL void vt__netpoll_clear(vt__fdent *e, unsigned events);
+VT_INTERNAL void vt__netpoll_renew(vt__fdent *e, int is_socket);
+VT_INTERNAL void vt__netpoll_fresh(int fd);
+VT_INTERNAL void vt__netpoll_unregister(int fd);
+VT_INTERNAL void vt__netpoll_forget(int fd);
 VT_INTERNAL void vt__blocking_free(struct vt__blocking *b);
 
 /* ---- Context switch (arch/) ----------------------------------------------------------

@@ -119,7 +119,6 @@ VT_INTERNAL vt__fib *vt__stacks_lookup(vt__stacks *s, uint32_t index);
 /* Calls fn on every slot handed out at least once. */
 VT_INTERNAL void vt__stacks_each(vt__stacks *s, void (*fn)(vt__fib *f, void *ud), void *ud);
 VT_INTERNAL void vt__stacks_stats(vt__stacks *s, vt_runtime_stats *out);
-VT_INTERNAL size_t vt__stacks_default(vt__stacks *s);
 
 /* ---- The runtime (runtime.c) ------------------------------------------------------- */
 struct vt_runtime {
@@ -164,12 +163,13 @@ VT_INTERNAL void vt__scope_park_unlink(vt__fib *f);
 VT_INTERNAL void vt__fiber_cancel_one(vt__fib *f);
 
 /* wait.c */
-VT_INTERNAL vt__parker *vt__thread_parker(void);
 /* Ends the current wait of pk with VT_ECANCELED if it is still waiting. */
 VT_INTERNAL void vt__parker_cancel(vt__parker *pk);
 
 /* runtime.c */
-#define VT__RUNTIMES_MAX 255
+/* 127, not 255: thread owner ids of the sync primitives set the top bit,
+ * which no handle of runtime slot < 128 has. */
+#define VT__RUNTIMES_MAX 127
 VT_INTERNAL vt_runtime *vt__runtime_by_slot(unsigned slot);
 
 #endif

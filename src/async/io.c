@@ -13,16 +13,6 @@
 
 #include "async_int.h"
 
-/* ---- From netpoll.c (candidates for async_int.h) ---------------------------------- */
-typedef struct vt__fdent vt__fdent;
-VT_INTERNAL vt_err vt__netpoll_fd(int fd, vt__fdent **out, int *is_socket);
-VT_INTERNAL vt_err vt__netpoll_wait(vt__fdent *e, unsigned events, unsigned *ready, int64_t deadline);
-VT_INTERNAL void vt__netpoll_clear(vt__fdent *e, unsigned events);
-VT_INTERNAL void vt__netpoll_renew(vt__fdent *e, int is_socket);
-VT_INTERNAL void vt__netpoll_fresh(int fd);
-VT_INTERNAL void vt__netpoll_unregister(int fd);
-VT_INTERNAL void vt__netpoll_forget(int fd);
-
 /* How the calling context waits on fd. */
 typedef struct io_ctx {
     int fd;

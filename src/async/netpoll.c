@@ -34,16 +34,6 @@
 _Static_assert((int)VT__POLL_IN == (int)VT_IO_READ && (int)VT__POLL_OUT == (int)VT_IO_WRITE,
                "the platform's readiness bits are the public ones");
 
-/* ---- Shared with io.c (candidates for async_int.h) ------------------------------- */
-typedef struct vt__fdent vt__fdent;
-VT_INTERNAL vt_err vt__netpoll_fd(int fd, vt__fdent **out, int *is_socket);
-VT_INTERNAL vt_err vt__netpoll_wait(vt__fdent *e, unsigned events, unsigned *ready, int64_t deadline);
-VT_INTERNAL void vt__netpoll_clear(vt__fdent *e, unsigned events);
-VT_INTERNAL void vt__netpoll_renew(vt__fdent *e, int is_socket);
-VT_INTERNAL void vt__netpoll_fresh(int fd);
-VT_INTERNAL void vt__netpoll_unregister(int fd);
-VT_INTERNAL void vt__netpoll_forget(int fd);
-
 #define CHUNK_SHIFT 8
 #define CHUNK_SIZE (1u << CHUNK_SHIFT)
 #define DIR_INITIAL 16 /* chunks: descriptors 0 .. 4095 before the first growth */

@@ -44,11 +44,6 @@ vt_runtime *vt_runtime_current(void)
     return vt__runtime_self();
 }
 
-vt_pool *vt__runtime_pool(vt_runtime *rt)
-{
-    return rt->pool;
-}
-
 vt_pool *vt_runtime_pool(vt_runtime *rt)
 {
     return rt ? rt->pool : NULL;

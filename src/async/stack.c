@@ -195,11 +195,6 @@ void vt__stacks_free(vt__stacks *s)
     vt_free(s, sizeof(*s));
 }
 
-size_t vt__stacks_default(vt__stacks *s)
-{
-    return s->default_size;
-}
-
 static vt__stack_class *class_for(vt__stacks *s, size_t usable)
 {
     for (unsigned i = 0; i < s->nclasses; i++)

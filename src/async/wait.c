@@ -14,11 +14,6 @@ static inline uint32_t word_of(uint32_t seq, uint32_t state)
 
 static _Thread_local vt__parker thread_parker;
 
-vt__parker *vt__thread_parker(void)
-{
-    return &thread_parker;
-}
-
 void vt__waiter_init(vt__waiter *w, const char *what, const void *obj, unsigned flags)
 {
     vt__fib *self = vt__fiber_self();

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
 /* ALIVE_DIV scales what may be alive at once (stacks made). */
@@ -37,8 +38,6 @@
 #define STACK VT_STACK_MIN
 #endif
 
-#define U2P(u) ((void *)(uintptr_t)(u))
-#define P2U(p) ((uintptr_t)(p))
 
 static long scaled_by(long n, long div)
 {
@@ -49,22 +48,6 @@ static long scaled_by(long n, long div)
 static long scaled(long n)
 {
     return scaled_by(n, SCALE_DIV);
-}
-
-static void nap(void)
-{
-    struct timespec ts = {0, 200000};
-    nanosleep(&ts, NULL);
-}
-
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    o.stack_size = STACK;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
 }
 
 /* ---- A tree of fibers -------------------------------------------------------------------
@@ -204,7 +187,7 @@ static void tree(unsigned workers)
         region += T.region[c];
     }
 
-    vt_runtime *rt = rt_new(workers);
+    vt_runtime *rt = rt_new_with(workers, STACK);
     VT_CHECK_NOT_NULL(rt);
     vt_runtime_stats s0, s1;
     VT_CHECK_OK(vt_runtime_stats_get(rt, &s0));
@@ -354,7 +337,7 @@ VT_TEST(await_timeouts_race_completion)
     for (int w = 0; w < 2; w++) {
         memset(&RC, 0, sizeof RC);
         RC.n = scaled_by(50000, ALIVE_DIV);
-        RC.rt = rt_new(workers[w]);
+        RC.rt = rt_new_with(workers[w], STACK);
         VT_CHECK_NOT_NULL(RC.rt);
         RC.h = calloc((size_t)RC.n, sizeof *RC.h);
         VT_CHECK_NOT_NULL(RC.h);
@@ -475,7 +458,7 @@ VT_TEST(two_awaiters_one_handle)
     AA.n = scaled(1000); /* each round waits for five spinning threads on two cores */
     AA.ok_per_round = calloc((size_t)AA.n, sizeof(long));
     VT_CHECK_NOT_NULL(AA.ok_per_round);
-    AA.rt = rt_new(2);
+    AA.rt = rt_new_with(2, STACK);
     VT_CHECK_NOT_NULL(AA.rt);
     pthread_t th[3];
     for (int t = 0; t < 2; t++)
@@ -591,7 +574,7 @@ VT_TEST(scopes_from_several_threads)
     long n = SS.per_thread * THREADS;
     SS.ran = calloc((size_t)n, 1);
     VT_CHECK_NOT_NULL(SS.ran);
-    SS.rt = rt_new(2);
+    SS.rt = rt_new_with(2, STACK);
     VT_CHECK_NOT_NULL(SS.rt);
     pthread_t th[THREADS];
     for (int t = 0; t < THREADS; t++)

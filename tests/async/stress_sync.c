@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 #include "async/async_int.h"
 
@@ -35,28 +36,6 @@ static const unsigned worker_counts[] = {1, 2, 8};
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
-}
-
-static void relax(void)
-{
-    if (vt_fiber_in())
-        vt_fiber_yield();
-    else
-        sched_yield();
-}
-
-static int64_t now_any(void)
-{
-    return vt_fiber_in() ? vt_fiber_now() : vt_now_ns();
-}
-
 /* VT_NOW, a deadline a few microseconds away, or none. */
 static int64_t random_deadline(uint64_t *rng)
 {
@@ -65,41 +44,6 @@ static int64_t random_deadline(uint64_t *rng)
     case 1: return now_any() + (int64_t)vt__rand_below(rng, 20000);
     default: return VT_FOREVER;
     }
-}
-
-typedef struct party {
-    int thread;
-    vt_fiber f;
-    pthread_t t;
-    vt_fiber_fn fn;
-    void *arg, *ret;
-} party;
-
-static void *party_thread(void *p)
-{
-    party *pt = p;
-    pt->ret = pt->fn(pt->arg);
-    return NULL;
-}
-
-static int party_start(party *p, vt_runtime *rt, int thread, vt_fiber_fn fn, void *arg)
-{
-    memset(p, 0, sizeof(*p));
-    p->thread = thread;
-    p->fn = fn;
-    p->arg = arg;
-    if (thread)
-        return pthread_create(&p->t, NULL, party_thread, p) == 0;
-    vt_fiber_opts o = {.runtime = rt};
-    return vt_fiber_spawn_ex(&p->f, fn, arg, &o) == VT_OK;
-}
-
-static intptr_t party_join(party *p)
-{
-    if (p->thread)
-        return pthread_join(p->t, NULL) == 0 ? (intptr_t)p->ret : -1;
-    void *r = NULL;
-    return vt_fiber_await(p->f, &r, VT_FOREVER) == VT_OK ? (intptr_t)r : -1;
 }
 
 /* Per party: its own random stream and what it counted. */

@@ -13,10 +13,9 @@
 #include <string.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
-#define U2P(u) ((void *)(uintptr_t)(u))
-#define P2U(p) ((uintptr_t)(p))
 
 static vt_runtime_opts det_opts(uint64_t seed)
 {

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
 /* Sanitizers run this code several times slower (TSan an order of
@@ -52,29 +53,6 @@ static long scaled(long n)
     return scaled_by(n, SCALE_DIV);
 }
 
-#define U2P(u) ((void *)(uintptr_t)(u))
-#define P2U(p) ((uintptr_t)(p))
-
-static void nap(void)
-{
-    struct timespec ts = {0, 200000};
-    nanosleep(&ts, NULL);
-}
-
-static void wait_for(_Atomic long *v, long want)
-{
-    while (atomic_load(v) < want)
-        nap();
-}
-
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
-}
 
 static vt_err spawn_on(vt_runtime *rt, vt_fiber *out, vt_fiber_fn fn, void *arg, const char *name)
 {

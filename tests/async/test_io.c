@@ -20,18 +20,10 @@
 #include <unistd.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
 /* ---- Helpers -------------------------------------------------------------------- */
-
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
-}
 
 static vt_err spawn_on(vt_runtime *rt, vt_fiber *f, vt_fiber_fn fn, void *arg)
 {

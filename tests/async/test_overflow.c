@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
 #if defined(__has_include)
@@ -33,7 +34,6 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#define U2P(u) ((void *)(uintptr_t)(u))
 #define CHILD_ENV "VT_TEST_OVERFLOW_SCENARIO"
 
 /* ---- The child ---------------------------------------------------------------------- */

@@ -15,31 +15,9 @@
 #include <time.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 
-#define U2P(u) ((void *)(uintptr_t)(u))
-#define P2U(p) ((uintptr_t)(p))
-
-static void nap(void)
-{
-    struct timespec ts = {0, 200000};
-    nanosleep(&ts, NULL);
-}
-
-static void wait_for(_Atomic long *v, long want)
-{
-    while (atomic_load(v) < want)
-        nap();
-}
-
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
-}
 
 static vt_err spawn_in(vt_runtime *rt, vt_scope *s, vt_fiber *out, vt_fiber_fn fn, void *arg,
                        int detached)

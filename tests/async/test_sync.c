@@ -13,19 +13,11 @@
 #include <string.h>
 
 #include "vt_test.h"
+#include "async_test.h"
 #include "vitte/async.h"
 #include "async/async_int.h"
 
 /* ---- Helpers ---------------------------------------------------------------------- */
-
-static vt_runtime *rt_new(unsigned workers)
-{
-    vt_runtime_opts o;
-    vt_runtime_opts_init(&o);
-    o.pool.workers = workers;
-    vt_runtime *rt = NULL;
-    return vt_runtime_new(&rt, &o) == VT_OK ? rt : NULL;
-}
 
 static uint32_t qlen(vt__wq *q)
 {
@@ -64,58 +56,6 @@ static int wait_slot(_Atomic int *slot)
     return v;
 }
 
-/* Lets others run, from a fiber or a thread. */
-static void relax(void)
-{
-    if (vt_fiber_in())
-        vt_fiber_yield();
-    else
-        sched_yield();
-}
-
-static int64_t now_any(void)
-{
-    return vt_fiber_in() ? vt_fiber_now() : vt_now_ns();
-}
-
-/* A party is a fiber of rt or a plain thread running the same body. */
-typedef struct party {
-    int thread;
-    vt_fiber f;
-    pthread_t t;
-    vt_fiber_fn fn;
-    void *arg, *ret;
-} party;
-
-static void *party_thread(void *p)
-{
-    party *pt = p;
-    pt->ret = pt->fn(pt->arg);
-    return NULL;
-}
-
-static int party_start(party *p, vt_runtime *rt, int thread, vt_fiber_fn fn, void *arg)
-{
-    memset(p, 0, sizeof(*p));
-    p->thread = thread;
-    p->fn = fn;
-    p->arg = arg;
-    if (thread)
-        return pthread_create(&p->t, NULL, party_thread, p) == 0;
-    vt_fiber_opts o = {.runtime = rt};
-    return vt_fiber_spawn_ex(&p->f, fn, arg, &o) == VT_OK;
-}
-
-/* The body's return value (a vt_err for most bodies); -1 if the join failed. */
-static intptr_t party_join(party *p)
-{
-    if (p->thread)
-        return pthread_join(p->t, NULL) == 0 ? (intptr_t)p->ret : -1;
-    void *r = NULL;
-    return vt_fiber_await(p->f, &r, VT_FOREVER) == VT_OK ? (intptr_t)r : -1;
-}
-
-#define ERR_RET(e) ((void *)(intptr_t)(e))
 
 /* ---- One table for the behaviour every blocking primitive shares ---------------------
  * fx_block makes the kind's operation block (the test thread holds the
