@@ -269,7 +269,9 @@ VT_API int vt_future_ready(const vt_future *f);
  * macro) is a ready, unlocked / empty object, except semaphores and barriers
  * (vt_sem_init, vt_barrier_init). Destroying one that has waiters or is held
  * is VT_EBUSY. Blocking calls are suspension points (VT_ECANCELED), except
- * where noted. Thread: any, for every call below. */
+ * where noted: in a cancelled fiber they return VT_ECANCELED even when the
+ * resource is free (a cancelled fiber stops taking locks; vt_cancel_mask
+ * lets cleanup code take them). Thread: any, for every call below. */
 typedef struct vt__wq {
     _Atomic uint32_t lock;
     uint32_t n;   /* waiters queued */
@@ -322,8 +324,9 @@ VT_API vt_err vt_cond_init(vt_cond *c);
 VT_API vt_err vt_cond_destroy(vt_cond *c);
 /* Releases m (which the caller holds), waits for a signal, and takes m
  * back before returning, whatever the result (the re-lock itself is not
- * interruptible). Errors: VT_EINVAL, VT_ESTATE (m not held),
- * VT_ETIMEDOUT, VT_ECANCELED. */
+ * interruptible). With VT_NOW it returns VT_ETIMEDOUT at once without
+ * releasing m. Errors: VT_EINVAL, VT_ESTATE (m not held), VT_ETIMEDOUT,
+ * VT_ECANCELED. */
 VT_API vt_err vt_cond_wait(vt_cond *c, vt_mutex *m, int64_t deadline);
 /* Wakes the longest waiter / every waiter. */
 VT_API vt_err vt_cond_signal(vt_cond *c);
@@ -341,7 +344,7 @@ VT_API vt_err vt_sem_destroy(vt_sem *s);
  * VT_EINVAL (n == 0), VT_ETIMEDOUT, VT_ECANCELED. */
 VT_API vt_err vt_sem_acquire(vt_sem *s, uint64_t n, int64_t deadline);
 VT_API vt_err vt_sem_tryacquire(vt_sem *s, uint64_t n);
-/* Errors: VT_ERANGE (the count would overflow). */
+/* Errors: VT_ERANGE (the count would pass 2^63 - 1). */
 VT_API vt_err vt_sem_release(vt_sem *s, uint64_t n);
 VT_API uint64_t vt_sem_value(vt_sem *s);
 
@@ -368,6 +371,7 @@ typedef struct vt_waitgroup {
 } vt_waitgroup;
 #define VT_WAITGROUP_INIT {{0, 0, NULL, NULL}, 0}
 VT_API vt_err vt_waitgroup_init(vt_waitgroup *wg);
+/* Errors: VT_EBUSY (waiters, or a count above zero). */
 VT_API vt_err vt_waitgroup_destroy(vt_waitgroup *wg);
 /* Adds delta (may be negative). Errors: VT_ERANGE (the count would go
  * below zero: nothing changes). */
@@ -377,7 +381,8 @@ VT_API vt_err vt_waitgroup_wait(vt_waitgroup *wg, int64_t deadline);
 
 /* Runs fn(arg) exactly once over all callers; the others wait until it has
  * returned (not interruptible: fn's effects are there when vt_once
- * returns). */
+ * returns). fn calling vt_once_run on the same o waits for itself for
+ * ever, as pthread_once does. */
 typedef struct vt_once {
     vt__wq q;
     _Atomic uint32_t state;
@@ -385,13 +390,219 @@ typedef struct vt_once {
 #define VT_ONCE_INIT {{0, 0, NULL, NULL}, 0}
 VT_API vt_err vt_once_run(vt_once *o, void (*fn)(void *arg), void *arg);
 
+/* ---- Channels -------------------------------------------------------------------
+ * A channel carries elements of a fixed size (copied in and out) from
+ * senders to receivers, fibers and threads alike, in order: what one sender
+ * sends arrives in the order it was sent. Three kinds, by capacity:
+ *   0                   rendezvous: a send waits until a receiver takes the
+ *                       element from it;
+ *   1 .. 2^30 / size    bounded: a ring of that many elements; a send waits
+ *                       while it is full, a receive while it is empty;
+ *   VT_CHAN_UNBOUNDED   a send never waits (the buffer grows).
+ * Any number of senders and receivers; a channel created with
+ * VT_CHAN_SINGLE_SENDER (or _RECEIVER) promises that sends (receives) never
+ * overlap in time — one fiber or thread does them all, or the callers order
+ * them — and gets a faster path for it. A bounded channel's send and
+ * receive take no lock and make no system call unless they wait.
+ *
+ * Close ends the stream: sends fail with VT_ECLOSED from then on, receivers
+ * get what is buffered and then VT_ECLOSED ("end of channel"). Whatever a
+ * send returned VT_OK for before the close is received.
+ *
+ * A channel call that can complete at once does so, even in a cancelled
+ * fiber; one that would wait is a suspension point (VT_ECANCELED). Blocking
+ * calls take a deadline (VT_NOW: VT_ETIMEDOUT at once when it would wait);
+ * try_ calls never wait and say VT_EAGAIN instead.
+ *
+ * Lifetime: vt_chan_new gives the caller one reference; vt_chan_retain adds
+ * one for another party (a producer fiber, say) and vt_chan_release drops
+ * one; the last release frees the channel. vt_chan_free(ch) is close (if
+ * still open) and release: parties holding a reference then drain what is
+ * buffered and see VT_ECLOSED. A party blocked in a call keeps the channel
+ * alive until it returns. Thread: any, for every call below. */
+typedef struct vt_chan vt_chan;
+
+#define VT_CHAN_UNBOUNDED SIZE_MAX
+#define VT_CHAN_ELEM_MAX ((size_t)1 << 20) /* largest element: 1 MiB */
+
+enum {
+    VT_CHAN_SINGLE_SENDER = 1,   /* sends never overlap in time */
+    VT_CHAN_SINGLE_RECEIVER = 2, /* receives never overlap in time */
+    VT_CHAN_SPSC = 3,
+    VT_CHAN_MPSC = VT_CHAN_SINGLE_RECEIVER,
+    VT_CHAN_SPMC = VT_CHAN_SINGLE_SENDER,
+    VT_CHAN_MPMC = 0
+};
+
+/* Errors: VT_EINVAL (NULL out, elem_size 0 or above VT_CHAN_ELEM_MAX,
+ * unknown flags), VT_ERANGE (a bounded ring above 1 GiB: use an unbounded
+ * channel), VT_ENOMEM. */
+VT_API vt_err vt_chan_new(vt_chan **out, size_t elem_size, size_t capacity, unsigned flags);
+/* Close (if open) and release. NULL is a no-op. */
+VT_API void vt_chan_free(vt_chan *ch);
+/* Returns ch. */
+VT_API vt_chan *vt_chan_retain(vt_chan *ch);
+/* Drops a reference; the last one frees the channel and what it buffers. */
+VT_API void vt_chan_release(vt_chan *ch);
+
+/* Copies the element at elem into the channel, waiting for room (bounded)
+ * or for a receiver (rendezvous). Errors: VT_EINVAL (NULL ch or elem),
+ * VT_ECLOSED (closed, before or while waiting: the element was not sent),
+ * VT_ETIMEDOUT, VT_ECANCELED, VT_ENOMEM (unbounded, the buffer cannot grow). */
+VT_API vt_err vt_chan_send(vt_chan *ch, const void *elem, int64_t deadline);
+/* Takes the oldest element into elem, waiting for one. Errors: VT_EINVAL,
+ * VT_ECLOSED (closed and drained: the end), VT_ETIMEDOUT, VT_ECANCELED. */
+VT_API vt_err vt_chan_recv(vt_chan *ch, void *elem, int64_t deadline);
+/* Never wait: VT_EAGAIN when the call would. A rendezvous try_send succeeds
+ * only when a receiver waits; a try_recv only when a sender waits. */
+VT_API vt_err vt_chan_try_send(vt_chan *ch, const void *elem);
+VT_API vt_err vt_chan_try_recv(vt_chan *ch, void *elem);
+/* Errors: VT_EINVAL, VT_ECLOSED (closed already). Wakes every waiter:
+ * senders fail with VT_ECLOSED, receivers drain and then see VT_ECLOSED. */
+VT_API vt_err vt_chan_close(vt_chan *ch);
+/* 1 once closed. */
+VT_API int vt_chan_closed(const vt_chan *ch);
+/* Elements buffered now (a snapshot when others use the channel). */
+VT_API size_t vt_chan_len(const vt_chan *ch);
+/* The capacity given to vt_chan_new; the element size. */
+VT_API size_t vt_chan_cap(const vt_chan *ch);
+VT_API size_t vt_chan_elem_size(const vt_chan *ch);
+
+/* ---- Select ----------------------------------------------------------------------
+ * Waits until one of several channel operations can complete, completes
+ * exactly that one and says which. A case with chan == NULL is disabled
+ * (never ready), so a loop can turn cases off. When several are ready, the
+ * choice is uniformly random (in deterministic mode, from the seed): no case
+ * starves. A closed channel is ready: its case completes with VT_ECLOSED. */
+enum { VT_SELECT_SEND = 1, VT_SELECT_RECV = 2 };
+
+typedef struct vt_select_case {
+    vt_chan *chan;  /* NULL: disabled */
+    int op;         /* VT_SELECT_SEND or VT_SELECT_RECV */
+    void *elem;     /* send: the element to send; receive: where it goes */
+} vt_select_case;
+
+/* Completes one case and sets *chosen to its index. Returns that case's
+ * result: VT_OK, or VT_ECLOSED (its channel is closed; for a receive: and
+ * drained). Errors (no case completed, *chosen untouched): VT_EINVAL (NULL
+ * cases or chosen, n above 64 or 0, a case with a bad op or NULL elem),
+ * VT_ETIMEDOUT, VT_ECANCELED; VT_EAGAIN from vt_select_try (the default
+ * case: nothing was ready). Thread: any. */
+#define VT_SELECT_MAX 64
+VT_API vt_err vt_select(vt_select_case *cases, size_t n, size_t *chosen, int64_t deadline);
+VT_API vt_err vt_select_try(vt_select_case *cases, size_t n, size_t *chosen);
+
+/* ---- Streams --------------------------------------------------------------------
+ * An asynchronous sequence of fixed-size elements, built as a chain of
+ * stages: a source, then stages that each run in fibers of their own and
+ * pass elements on through a bounded channel (opts.capacity elements). A
+ * slow stage fills the channel before it and so slows everything upstream
+ * (backpressure): a chain never buffers more than the sum of its
+ * capacities, plus the elements its stages hold in hand (a par_map's
+ * concurrency, a batch being filled).
+ *
+ * A stage takes its input stream(s) over: the stream it returns owns the
+ * chain behind it, and vt_stream_free on the last one cancels and frees the
+ * whole chain. The consumer pulls with vt_stream_next, from a fiber or a
+ * thread. An error in a stage (a callback returned one) ends the stream:
+ * the consumer gets what was produced before it, then that error.
+ *
+ * A builder that fails takes nothing (its input stays the caller's). A
+ * stream that is already a stage's input is VT_EINVAL for vt_stream_next,
+ * for other builders and for vt_stream_free. Stages built in a fiber are
+ * cancelled with that fiber; free a chain before its runtime. Builders'
+ * errors: VT_EINVAL (NULL arguments, a zero element size, an unbounded
+ * capacity, and as each says below),
+ * VT_ERANGE (a ring above 1 GiB), VT_ENOMEM. Thread: any. */
+typedef struct vt_stream vt_stream;
+
+typedef struct vt_stream_opts {
+    size_t capacity;     /* elements buffered after this stage; 0: 64 */
+    const char *name;    /* the stage's name, for its fibers; NULL: the kind ("map", ...) */
+    vt_runtime *runtime; /* where its fibers run; NULL: the input's runtime, else the
+                            calling fiber's (from a thread, a source needs it) */
+} vt_stream_opts;
+
+/* A source that the caller feeds with vt_stream_push and ends with
+ * vt_stream_end, exactly once: the producer holds the stream until then,
+ * even after the consumer freed the chain (its pushes then fail with
+ * VT_ECLOSED). Errors: VT_EINVAL (NULL out, elem_size 0 or above
+ * VT_CHAN_ELEM_MAX), VT_ESTATE (no runtime), VT_ENOMEM. */
+VT_API vt_err vt_stream_new(vt_stream **out, size_t elem_size, const vt_stream_opts *opts);
+/* Waits while the stream is full. Errors: VT_EINVAL (NULL, or s is not a
+ * stream made by vt_stream_new), VT_ECLOSED (ended, or its consumer freed
+ * it), VT_ETIMEDOUT, VT_ECANCELED. */
+VT_API vt_err vt_stream_push(vt_stream *s, const void *elem, int64_t deadline);
+/* Ends the stream: VT_OK for a normal end, or the error its consumer gets
+ * after the elements pushed before. Errors: VT_EINVAL, VT_ECLOSED (ended). */
+VT_API vt_err vt_stream_end(vt_stream *s, vt_err err);
+
+/* A source fiber: gen(ud, elem) writes the next element and returns VT_OK,
+ * or VT_ECLOSED when there are no more, or an error that ends the stream. */
+typedef vt_err (*vt_stream_gen_fn)(void *ud, void *elem);
+VT_API vt_err vt_stream_generate(vt_stream **out, size_t elem_size, vt_stream_gen_fn gen, void *ud,
+                                 const vt_stream_opts *opts);
+
+/* out = fn(in), one element at a time, in order. An error from fn ends the
+ * stream. */
+typedef vt_err (*vt_stream_map_fn)(void *ud, const void *in, void *out);
+VT_API vt_err vt_stream_map(vt_stream **out, vt_stream *in, size_t out_elem_size, vt_stream_map_fn fn, void *ud,
+                            const vt_stream_opts *opts);
+/* Keeps the elements for which keep returns non-zero. */
+typedef int (*vt_stream_pred_fn)(void *ud, const void *elem);
+VT_API vt_err vt_stream_filter(vt_stream **out, vt_stream *in, vt_stream_pred_fn keep, void *ud,
+                               const vt_stream_opts *opts);
+
+/* Groups elements into batches of up to max_count, sending a batch early
+ * when max_wait_ns have passed since its first element (max_wait_ns < 0:
+ * never early); a partial batch goes before the end or an error. Its
+ * elements are vt_batch; the consumer owns each batch it receives and gives
+ * it back with vt_batch_free (a map's fn owns the batches it gets; batches
+ * a filter or merge drops are freed). Errors: VT_EINVAL (max_count 0, or
+ * max_count elements overflow). */
+typedef struct vt_batch {
+    size_t count;
+    void *items; /* count elements of the input's size */
+} vt_batch;
+VT_API vt_err vt_stream_batch(vt_stream **out, vt_stream *in, size_t max_count, int64_t max_wait_ns,
+                              const vt_stream_opts *opts);
+VT_API void vt_batch_free(vt_batch *b);
+
+/* Interleaves n streams of the same element size, as their elements come
+ * (each input's own order is kept). Ends when all have ended; an error in
+ * any ends it. Takes the inputs over (ins itself stays the caller's).
+ * Errors: VT_EINVAL (n 0, element sizes that differ, an input twice). */
+VT_API vt_err vt_stream_merge(vt_stream **out, vt_stream **ins, size_t n, const vt_stream_opts *opts);
+
+/* As vt_stream_map, with up to concurrency calls of fn running at once in
+ * fibers of their own. Ordered (unordered = 0): elements leave in the order
+ * they came (memory stays at concurrency elements however slow one is);
+ * unordered: as they are done. An error from fn ends the stream at its
+ * place in the order (ordered) or at once (unordered). Errors: VT_EINVAL
+ * (concurrency 0). */
+VT_API vt_err vt_stream_par_map(vt_stream **out, vt_stream *in, size_t out_elem_size, unsigned concurrency,
+                                int unordered, vt_stream_map_fn fn, void *ud, const vt_stream_opts *opts);
+
+/* The next element. Errors: VT_EINVAL, VT_ECLOSED (the end), the error
+ * that ended the stream, VT_ETIMEDOUT, VT_ECANCELED. */
+VT_API vt_err vt_stream_next(vt_stream *s, void *elem, int64_t deadline);
+VT_API size_t vt_stream_elem_size(const vt_stream *s);
+/* Cancels every stage of the chain, waits for their fibers and frees it
+ * all (and the batches still buffered). NULL is a no-op. */
+VT_API void vt_stream_free(vt_stream *s);
+
 /* ---- IO readiness -----------------------------------------------------------------
  * For non-blocking file descriptors (sockets, pipes: O_NONBLOCK, which these
  * calls set when missing on a descriptor given to them). A fiber that would
  * block suspends until the poller (epoll) reports the descriptor ready; a
  * thread blocks in poll(2). A descriptor may have one reader and one writer
  * waiting at a time (more: VT_EBUSY). Closing a descriptor that a fiber
- * waits on: call vt_io_close, which wakes the waiters with VT_ECLOSED. */
+ * waits on: call vt_io_close, which wakes the waiters with VT_ECLOSED (a
+ * plain close(2) leaves them waiting until their deadline). Writing to a
+ * pipe or socket whose reader is gone raises SIGPIPE unless the program
+ * ignores it (then VT_ESYSERR|EPIPE); sockets may use send(MSG_NOSIGNAL)
+ * through vt_io_wait. After a vt_io_connect that timed out, close the
+ * socket: its state is unspecified. */
 enum { VT_IO_READ = 1, VT_IO_WRITE = 2 };
 
 /* Waits until fd is ready for events (VT_IO_READ, VT_IO_WRITE or both).

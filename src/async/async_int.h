@@ -123,6 +123,10 @@ VT_INTERNAL void vt__wq_remove(vt__wq *q, vt__waiter *w);
  * suspension point that does not wait checks. */
 VT_INTERNAL int vt__cancel_pending(void);
 
+/* A pseudo-random number: per worker (seeded from opts.pool.seed in
+ * deterministic mode, so that choices replay), else per thread. */
+VT_INTERNAL uint64_t vt__rand(void);
+
 /* ---- The runtime -------------------------------------------------------------------- */
 struct vt__stacks;
 struct vt__netpoll;

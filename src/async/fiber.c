@@ -40,6 +40,25 @@ vt__fib *vt__fiber_self(void)
     return fw ? fw->current : NULL;
 }
 
+static uint64_t splitmix(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+uint64_t vt__rand(void)
+{
+    static _Thread_local uint64_t thread_state;
+    vt__fworker *fw = fw_here();
+    if (fw)
+        return splitmix(&fw->rng);
+    if (!thread_state)
+        thread_state = (uint64_t)(uintptr_t)&thread_state ^ (uint64_t)vt_now_ns();
+    return splitmix(&thread_state);
+}
+
 static inline void count(_Atomic uint64_t *c)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
@@ -280,6 +299,8 @@ static void fiber_main(void *arg)
         vt__scope_wait_empty(&self->kids, VT_FOREVER, 0);
         vt__scope_detach(&self->kids);
     }
+    if (self->kids.made_scopes)
+        vt__scope_orphan_children(&self->kids);
     atomic_store_explicit(&self->fstate, VT__FS_DONE, memory_order_relaxed);
     count(&self->fw->finished);
     vt__fib *joiner = self->inline_joiner;

@@ -36,6 +36,8 @@ struct vt_scope {
     struct vt_scope *sib_next, *sib_prev;
     uint8_t linked;             /* on parent's children list */
     uint8_t heap;               /* made by vt_scope_new */
+    uint8_t made_scopes;        /* a fiber's kids: vt_scope_new was called under it
+                                   (written by that fiber only) */
     vt__fib *parked;            /* interruptibly waiting members, through park_* */
 };
 
@@ -95,6 +97,7 @@ struct vt__fworker {
     size_t host_stack_size;
     void *host_tsan;
     int host_ready;
+    uint64_t rng;         /* vt__rand's state (this worker only) */
 };
 
 /* ---- Stacks (stack.c) ------------------------------------------------------------
@@ -129,6 +132,7 @@ struct vt_runtime {
     void *fw_raw;
     vt__stacks *stacks;
     struct vt_scope root;
+    vt__spinlock tree_lock; /* moves of scopes made by vt_scope_new */
     _Atomic int closing;
     int shut;
     _Atomic uint64_t spawned, finished; /* from plain threads */
@@ -151,6 +155,9 @@ VT_INTERNAL void vt__scope_init(struct vt_scope *s, vt_runtime *rt, struct vt_sc
 /* Links s under its parent (once), inheriting a cancellation. */
 VT_INTERNAL void vt__scope_attach(struct vt_scope *s);
 VT_INTERNAL void vt__scope_detach(struct vt_scope *s);
+/* Moves the scopes under kids (made by vt_scope_new in its fiber) under the
+ * runtime's root, at the fiber's end. */
+VT_INTERNAL void vt__scope_orphan_children(struct vt_scope *kids);
 VT_INTERNAL void vt__scope_cancel(struct vt_scope *s);
 VT_INTERNAL void vt__scope_enter(struct vt_scope *s);
 VT_INTERNAL void vt__scope_leave(struct vt_scope *s);

@@ -112,8 +112,11 @@ vt_err vt_runtime_new(vt_runtime **out, const vt_runtime_opts *opts)
         return VT_ENOMEM;
     }
     rt->fw = (vt__fworker *)(((uintptr_t)rt->fw_raw + VT_CACHE_LINE - 1) & ~(uintptr_t)(VT_CACHE_LINE - 1));
-    for (unsigned i = 0; i < rt->nfw; i++)
+    for (unsigned i = 0; i < rt->nfw; i++) {
         rt->fw[i].rt = rt;
+        /* Deterministic mode replays from the seed; else any start will do. */
+        rt->fw[i].rng = (o.pool.deterministic ? o.pool.seed : (uint64_t)vt_now_ns()) * 0x100000001b3u + i;
+    }
     e = vt__stacks_new(&rt->stacks, o.stack_size, !o.no_guard_pages, rt);
     if (e) {
         runtime_release(rt);
@@ -171,6 +174,15 @@ vt_err vt_runtime_shutdown(vt_runtime *rt, int64_t deadline)
             e = VT_ETIMEDOUT;
     } else {
         e = vt__scope_wait_empty(&rt->root, deadline, 0);
+        /* Fibers of scopes made by vt_scope_new are not counted in the
+         * root's; cancelled with it, they end soon. A rare path: poll. */
+        vt_runtime_stats st;
+        while (!e && vt_runtime_stats_get(rt, &st) == VT_OK && st.live) {
+            if (deadline != VT_FOREVER && vt_now_ns() >= deadline)
+                e = VT_ETIMEDOUT;
+            else
+                vt__sleep_ns(200 * 1000);
+        }
     }
     if (e)
         return e;

@@ -22,6 +22,7 @@ void vt__scope_init(struct vt_scope *s, vt_runtime *rt, struct vt_scope *parent)
     s->children = s->sib_next = s->sib_prev = NULL;
     s->linked = 0;
     s->heap = 0;
+    s->made_scopes = 0;
     s->parked = NULL;
 }
 
@@ -42,12 +43,9 @@ void vt__scope_attach(struct vt_scope *s)
     vt__spin_unlock(&p->lock);
 }
 
-void vt__scope_detach(struct vt_scope *s)
+/* Unlinks s from p, whose lock the caller holds. */
+static void unlink_locked(struct vt_scope *s, struct vt_scope *p)
 {
-    struct vt_scope *p = s->parent;
-    if (!s->linked)
-        return;
-    vt__spin_lock(&p->lock);
     if (s->sib_prev)
         s->sib_prev->sib_next = s->sib_next;
     else
@@ -56,6 +54,52 @@ void vt__scope_detach(struct vt_scope *s)
         s->sib_next->sib_prev = s->sib_prev;
     s->sib_next = s->sib_prev = NULL;
     s->linked = 0;
+}
+
+/* A fiber's end: the scopes made with vt_scope_new in it (children of its
+ * kids) may outlive it — a stream handed to someone else, say. They move
+ * under the runtime's root, so that shutdown still cancels them and the
+ * fiber slot's next owner starts with a scope of its own. */
+void vt__scope_orphan_children(struct vt_scope *kids)
+{
+    vt_runtime *rt = kids->rt;
+    vt__spin_lock(&rt->tree_lock);
+    vt__spin_lock(&kids->lock);
+    struct vt_scope *moved = kids->children;
+    for (struct vt_scope *c = moved; c; c = c->sib_next)
+        c->linked = 0;
+    kids->children = NULL;
+    vt__spin_unlock(&kids->lock);
+    while (moved) {
+        struct vt_scope *c = moved;
+        moved = c->sib_next;
+        c->sib_next = c->sib_prev = NULL;
+        c->parent = &rt->root;
+        vt__scope_attach(c);
+    }
+    vt__spin_unlock(&rt->tree_lock);
+}
+
+void vt__scope_detach(struct vt_scope *s)
+{
+    if (s->heap) {
+        /* Its parent may be changing (vt__scope_orphan_children). */
+        vt_runtime *rt = s->rt;
+        vt__spin_lock(&rt->tree_lock);
+        struct vt_scope *p = s->parent;
+        if (s->linked) {
+            vt__spin_lock(&p->lock);
+            unlink_locked(s, p);
+            vt__spin_unlock(&p->lock);
+        }
+        vt__spin_unlock(&rt->tree_lock);
+        return;
+    }
+    struct vt_scope *p = s->parent;
+    if (!s->linked)
+        return;
+    vt__spin_lock(&p->lock);
+    unlink_locked(s, p);
     vt__spin_unlock(&p->lock);
 }
 
@@ -186,6 +230,8 @@ vt_err vt_scope_new(vt_scope **out, vt_runtime *rt)
         return VT_ENOMEM;
     vt__scope_init(s, rt, parent);
     s->heap = 1;
+    if (parent != &rt->root)
+        parent->made_scopes = 1;
     vt__scope_attach(s);
     *out = s;
     return VT_OK;

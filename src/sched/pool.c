@@ -260,6 +260,7 @@ static inline int take_later(vt__wk *w, vt__job *job)
     if (VT_LIKELY(!w->later.count))
         return 0;
     vt__ring_pop(&w->later, job);
+    w->later_out++;
     atomic_store_explicit(&w->later_count, w->later.count, memory_order_relaxed);
     return 1;
 }
@@ -275,8 +276,12 @@ static inline int take_local(vt__wk *w, vt__job *job)
     if (VT_UNLIKELY(++w->since_inject >= INJECT_CHECK_EVERY)) {
         w->since_inject = 0;
         /* The pool-wide queue first: a worker whose fibers keep yielding
-         * always has jobs queued behind its own. */
-        if (take_injected(w, job) || take_later(w, job))
+         * always has jobs queued behind its own. A yielded job jumps the
+         * deque only once it has waited a whole period, so that a yield
+         * still lets the worker's other ready jobs go first. */
+        int overdue = w->later_out < w->later_old;
+        w->later_old = w->later_in;
+        if (take_injected(w, job) || (overdue && take_later(w, job)))
             return 1;
     }
     if (vt__deque_take(&w->dq, job)) {
@@ -504,6 +509,7 @@ vt_err vt_pool_submit_later(vt_pool *p, vt_job_fn fn, void *arg)
         count_submitted(&w->m.submitted, -1);
         return VT_ENOMEM;
     }
+    w->later_in++;
     atomic_store_explicit(&w->later_count, w->later.count, memory_order_relaxed);
     return VT_OK;
 }

@@ -227,6 +227,9 @@ typedef struct vt__wk {
     uint64_t rng;
     uint64_t group;       /* FAIR: key of the job being run */
     unsigned since_inject; /* LIFO: jobs run since the injection queue was looked at */
+    uint64_t later_in, later_out; /* jobs put on / taken from the later ring */
+    uint64_t later_old;           /* later_in at the last periodic look: the jobs
+                                     before it have waited a whole period */
     size_t frames_bytes;
     vt__fj_shared fjs;
     vt__deque dq;

@@ -40,7 +40,11 @@ vt__ctx_switch:
         popq    %rbx
         popq    %rbp
         movq    %rdx, %rax
-        ret
+        /* Not ret: after a switch of stacks the return-stack predictor
+         * holds the other context's return address and would mispredict
+         * every time; an indirect jump is predicted from its history. */
+        popq    %rcx
+        jmpq    *%rcx
         .cfi_endproc
         .size   vt__ctx_switch, .-vt__ctx_switch
 
