@@ -91,6 +91,8 @@ VT_INTERNAL vt_err vt__waiter_wait(vt__waiter *w, int64_t deadline);
 /* Claims w: 1 if this call won (the caller must then vt__waiter_wake it),
  * 0 if its wait ended already. Thread: any. */
 VT_INTERNAL int vt__waiter_claim(vt__waiter *w);
+/* 1 while w's wait has not ended (a hint: it may end at any moment). */
+VT_INTERNAL int vt__waiter_pending(const vt__waiter *w);
 /* Ends a claimed wait with result. Thread: any (a worker, a plain thread,
  * the poller). After it, *w may be gone. */
 VT_INTERNAL void vt__waiter_wake(vt__waiter *w, vt_err result);

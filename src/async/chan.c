@@ -250,16 +250,18 @@ static void wake_one(vt__wq *q, _Atomic uint32_t *count)
     vt__wq_unlock(q);
 }
 
-/* Pops and claims every waiter of q (the caller holds its lock), marking
- * each with bits, onto *list; they are woken after the unlock. */
+/* Claims and takes off every waiter of q still waiting (the caller holds
+ * its lock), marking each with bits, onto *list; they are woken after the
+ * unlock. */
 static void claim_all(vt__wq *q, _Atomic uint32_t *count, unsigned bits, vt__waiter **list)
 {
-    vt__waiter *w;
-    while ((w = vt__wq_pop(q))) {
+    for (vt__waiter *w = vt__wq_first(q), *next; w; w = next) {
+        next = w->next;
+        if (!vt__waiter_claim(w))
+            continue; /* ending its own wait: it takes itself off */
+        vt__wq_remove(q, w);
         if (count)
             atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
-        if (!vt__waiter_claim(w))
-            continue;
         w->want |= bits;
         w->next = *list; /* popped and claimed: its link is ours until the wake */
         *list = w;
@@ -421,13 +423,13 @@ static int ring_recv_ready(vt_chan *ch)
  * (self: the caller's parker, or NULL). NULL when there is none. */
 static vt__waiter *claim_partner(vt__wq *q, const vt__parker *self)
 {
-    for (vt__waiter *w = vt__wq_first(q), *next; w; w = next) {
-        next = w->next;
-        if (w->parker == self)
-            continue;
-        vt__wq_remove(q, w);
-        if (vt__waiter_claim(w))
+    for (vt__waiter *w = vt__wq_first(q); w; w = w->next) {
+        /* One whose wait ended already stays linked: it takes itself off,
+         * and until then keeps the channel alive (linked_waiters). */
+        if (w->parker != self && vt__waiter_claim(w)) {
+            vt__wq_remove(q, w);
             return w;
+        }
     }
     return NULL;
 }
@@ -435,7 +437,7 @@ static vt__waiter *claim_partner(vt__wq *q, const vt__parker *self)
 static int has_partner(vt__wq *q, const vt__parker *self)
 {
     for (vt__waiter *w = vt__wq_first(q); w; w = w->next)
-        if (w->parker != self)
+        if (w->parker != self && vt__waiter_pending(w))
             return 1;
     return 0;
 }
@@ -672,7 +674,8 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
     }
     size_t woke_by = SIZE_MAX; /* the bounded case whose wake-up we hold */
     uint32_t spins = trying || deadline == VT_NOW ? 0 : spin_rounds();
-    int retained = 0;
+    uint64_t retained = 0; /* the bounded cases' channels, once waiting */
+    int waited = 0;
     vt_err result;
     vt__waiter ws[VT_SELECT_MAX];
     for (;;) {
@@ -715,13 +718,15 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
             if (ready)
                 continue;
         }
-        if (!retained) {
+        if (!waited) {
+            waited = 1;
             /* A waiting party keeps bounded channels alive until it
              * returns (see linked_waiters for the others). */
             for (size_t k = 0; k < n; k++)
-                if (cases[k].chan && cases[k].chan->kind == KIND_BOUNDED)
+                if (cases[k].chan && cases[k].chan->kind == KIND_BOUNDED) {
                     vt_chan_retain(cases[k].chan);
-            retained = 1;
+                    retained |= (uint64_t)1 << k;
+                }
         }
         woke_by = SIZE_MAX;
         /* One wait, one parker: every case's waiter is a copy made before
@@ -740,8 +745,10 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
         for (size_t k = 0; k < enlisted && !ready; k++)
             ready = cases[k].chan && cases[k].chan->kind == KIND_BOUNDED && case_ready(&cases[k]);
         vt_err e = vt__waiter_wait(&proto, ready ? VT_NOW : deadline);
+        /* The case that was handed its element is off its queue already,
+         * and its channel may be gone (a close that released it). */
         for (size_t k = 0; k < enlisted; k++)
-            if (cases[k].chan)
+            if (cases[k].chan && !(ws[k].want & W_DONE))
                 delist(&cases[k], &ws[k]);
         for (size_t k = 0; k < enlisted; k++)
             if (ws[k].want & W_DONE) {
@@ -763,10 +770,10 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
         }
         /* Woken to retry: a bounded channel changed, or a close. */
     }
-    if (retained)
-        for (size_t k = 0; k < n; k++)
-            if (cases[k].chan && cases[k].chan->kind == KIND_BOUNDED)
-                vt_chan_release(cases[k].chan);
+    /* Not cases[k].chan->kind: another channel may be gone by now. */
+    for (size_t k = 0; k < n; k++)
+        if (retained & ((uint64_t)1 << k))
+            vt_chan_release(cases[k].chan);
     return result;
 }
 

@@ -50,6 +50,11 @@ int vt__waiter_claim(vt__waiter *w)
     return claim(w->parker, w->seq, VT__PK_CLAIMED);
 }
 
+int vt__waiter_pending(const vt__waiter *w)
+{
+    return atomic_load_explicit(&w->parker->word, memory_order_acquire) == word_of(w->seq, VT__PK_WAITING);
+}
+
 /* Wakes the parker of a claimed wait of sequence seq. */
 static void finish(vt__parker *pk, uint32_t seq, vt_err result)
 {
