@@ -100,9 +100,7 @@ static int thread_sleeping(pid_t tid)
 
 enum {
     OP_SEND = 1,
-    OP_RECV,
-    OP_TRY_SEND,
-    OP_TRY_RECV
+    OP_RECV
 };
 
 typedef struct op {
@@ -144,21 +142,8 @@ static void *op_body(void *arg)
     else
         o->deadline = vt_fiber_in() ? vt_fiber_deadline(o->rel) : vt_deadline_after(o->rel);
     atomic_store(&o->started, 1);
-    vt_err e;
-    switch (o->what) {
-    case OP_SEND:
-        e = vt_chan_send(o->ch, &o->val, o->deadline);
-        break;
-    case OP_RECV:
-        e = vt_chan_recv(o->ch, &o->val, o->deadline);
-        break;
-    case OP_TRY_SEND:
-        e = vt_chan_try_send(o->ch, &o->val);
-        break;
-    default:
-        e = vt_chan_try_recv(o->ch, &o->val);
-        break;
-    }
+    vt_err e = o->what == OP_SEND ? vt_chan_send(o->ch, &o->val, o->deadline)
+                                  : vt_chan_recv(o->ch, &o->val, o->deadline);
     o->end = now_any();
     if (o->mask)
         vt_cancel_mask(0);
@@ -189,6 +174,14 @@ static void wait_blocked_n(vt_runtime *rt, const party *p, op *o, int n)
             return;
         nap();
     }
+}
+
+/* Waits until o's fiber has returned or n fibers wait in o's call. */
+static void wait_fibers_or_done(vt_runtime *rt, op *o, unsigned n)
+{
+    const char *what = o->what == OP_SEND ? "chan send" : "chan recv";
+    while (!atomic_load(&o->done) && fibers_waiting(rt, what, o->ch) < n)
+        nap();
 }
 
 static void wait_blocked(vt_runtime *rt, const party *p, op *o)
@@ -1270,6 +1263,39 @@ VT_TEST(free_after_a_waiter_was_cancelled)
         party_join(&p);
         VT_CHECK_OK(x.join_err);
         VT_CHECK_ERR(x.victim_err, VT_ECANCELED);
+    }
+    vt_runtime_free(rt);
+    VT_CHECK_EQ(vt_test_alloc_live(), live);
+}
+
+/* The last reference dropped (no close) while fibers wait: they wait on
+ * until their deadline or their cancellation, and the memory goes when
+ * the last of them is out. */
+VT_TEST(last_release_while_fibers_wait)
+{
+    long live = vt_test_alloc_live();
+    vt_runtime *rt = rt_new(2);
+    VT_CHECK_NOT_NULL(rt);
+    for (size_t c = 0; c < NWAITCASES; c++) {
+        const waitcase *wc = &waitcases[c];
+        vt_chan *ch;
+        VT_CHECK_OK(vt_chan_new(&ch, sizeof(uint64_t), wc->cap, 0));
+        if (wc->what == OP_SEND)
+            VT_CHECK(fill(ch, wc->cap));
+        op o[2];
+        party p[2];
+        op_init(&o[0], ch, wc->what, VT_MS(2), 1);
+        op_init(&o[1], ch, wc->what, -1, 2);
+        /* The one without a deadline must be in its wait when the last
+         * reference goes; the other may have timed out already. */
+        VT_CHECK(party_start(&p[1], rt, 0, op_body, &o[1]));
+        wait_blocked(rt, &p[1], &o[1]);
+        VT_CHECK(party_start(&p[0], rt, 0, op_body, &o[0]));
+        wait_fibers_or_done(rt, &o[0], 2);
+        vt_chan_release(ch);
+        VT_CHECK_EQ(party_join(&p[0]), VT_ETIMEDOUT);
+        VT_CHECK_OK(vt_fiber_cancel(p[1].f));
+        VT_CHECK_EQ(party_join(&p[1]), VT_ECANCELED);
     }
     vt_runtime_free(rt);
     VT_CHECK_EQ(vt_test_alloc_live(), live);

@@ -11,6 +11,7 @@
  * (/proc/self/task/<tid>/stat says S; a probe that can be early, so tests
  * using it are right either way). */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -708,6 +709,95 @@ VT_TEST(partner_frees_after_handing_over_to_a_select)
     VT_CHECK_EQ(vt_test_alloc_live(), live);
 }
 
+/* A select whose wait was just ended by a cancellation, and that has not
+ * run yet, is still in its call: freeing its channels then must not pull
+ * them from under it. One worker: the fiber that cancels and frees runs
+ * on; the select gets to run only after the frees. */
+typedef struct ctf {
+    vt_chan *ch[2];
+    vt_err sel_err, join_err;
+} ctf;
+
+static void *ctf_select(void *arg)
+{
+    ctf *c = arg;
+    uint64_t v[2];
+    vt_select_case cs[2] = {{c->ch[0], VT_SELECT_RECV, &v[0]}, {c->ch[1], VT_SELECT_SEND, &v[1]}};
+    size_t chosen;
+    return ERR_RET(vt_select(cs, 2, &chosen, VT_FOREVER));
+}
+
+static void *ctf_body(void *arg)
+{
+    ctf *c = arg;
+    vt_fiber f;
+    c->join_err = vt_fiber_spawn(&f, ctf_select, c);
+    if (c->join_err)
+        return NULL;
+    while (fibers_in_select(vt_runtime_current()) == 0)
+        vt_fiber_yield();
+    vt_fiber_cancel(f);
+    vt_chan_free(c->ch[0]);
+    vt_chan_free(c->ch[1]);
+    void *r = NULL;
+    c->join_err = vt_fiber_await(f, &r, VT_FOREVER);
+    c->sel_err = (vt_err)(intptr_t)r;
+    return NULL;
+}
+
+VT_TEST(free_after_a_select_was_cancelled)
+{
+    long live = vt_test_alloc_live();
+    vt_runtime *rt = rt_new(1);
+    VT_CHECK_NOT_NULL(rt);
+    for (size_t k = 0; k < NCAPS; k++)
+        for (size_t j = 0; j + 1 < NCAPS; j++) {
+            ctf c = {{chan_of(caps[k]), full_chan(caps[j])}, VT_OK, VT_OK};
+            VT_CHECK(c.ch[0] && c.ch[1]);
+            party p;
+            VT_CHECK(party_start(&p, rt, 0, ctf_body, &c));
+            party_join(&p);
+            VT_CHECK_OK(c.join_err);
+            VT_CHECK_ERR(c.sel_err, VT_ECANCELED);
+        }
+    vt_runtime_free(rt);
+    VT_CHECK_EQ(vt_test_alloc_live(), live);
+}
+
+/* The last reference dropped (no close) while a select waits: it waits on
+ * until its deadline, and the memory goes when it is out. */
+VT_TEST(last_release_while_a_select_waits)
+{
+    long live = vt_test_alloc_live();
+    vt_runtime *rt = rt_new(2);
+    VT_CHECK_NOT_NULL(rt);
+    for (size_t k = 0; k < NCAPS; k++)
+        for (int thread = 0; thread < 2; thread++) {
+            vt_chan *a = chan_of(caps[k]), *b = full_chan(caps[NCAPS - 2 - k % 4]);
+            VT_CHECK(a && b);
+            sel s;
+            sel_init(&s, VT_MS(2));
+            sel_case(&s, a, VT_SELECT_RECV, 0);
+            sel_case(&s, b, VT_SELECT_SEND, 0);
+            party p;
+            VT_CHECK(party_start(&p, rt, thread, sel_body, &s));
+            wait_selecting(rt, &p, &s, 1);
+            /* A thread may not be in yet (the probe can be early): only
+             * a fiber's wait is sure to hold the channels. */
+            if (!thread) {
+                vt_chan_release(a);
+                vt_chan_release(b);
+            }
+            VT_CHECK_EQ(party_join(&p), VT_ETIMEDOUT);
+            if (thread) {
+                vt_chan_release(a);
+                vt_chan_release(b);
+            }
+        }
+    vt_runtime_free(rt);
+    VT_CHECK_EQ(vt_test_alloc_live(), live);
+}
+
 /* ---- Fairness ---------------------------------------------------------------------------- */
 
 /* With all n cases ready on every call, each is chosen about 1/n of the
@@ -1145,6 +1235,124 @@ VT_TEST(no_lost_wakeup_between_select_and_plain_consumers)
             VT_CHECK_GT(sel_got, 0);
         }
     free((void *)seen);
+    vt_runtime_free(rt);
+}
+
+/* The race that needs the pass-on, staged: a select waits first on two
+ * channels, a plain consumer of each waits behind it; one element goes
+ * into each channel. The first send wakes the select; the second finds the
+ * select's other waiter already claimed and wakes the plain consumer of
+ * its channel. If the select then takes that second element, the plain
+ * consumer finds nothing and sleeps again, and the first element stays
+ * unless the select passes its wake-up on to the other plain consumer.
+ * Each consumer takes one element per round and then waits at its gate,
+ * so no later call rescues the element: a lost wake-up hangs the round
+ * (the harness's watchdog names the test). Fresh channels every round,
+ * closed at its end to release the consumer that got nothing. */
+typedef struct gate_msg {
+    vt_chan *ch[2];
+    int stop;
+} gate_msg;
+
+typedef struct staged {
+    vt_chan *gate;
+    int which; /* -1: select over both; else a plain consumer of ch[which] */
+    _Atomic long *received, *back;
+    long bad;
+} staged;
+
+static void *staged_consume(void *arg)
+{
+    staged *c = arg;
+    for (;;) {
+        gate_msg m;
+        if (vt_chan_recv(c->gate, &m, VT_FOREVER) != VT_OK || m.stop)
+            return NULL;
+        uint64_t v[2];
+        size_t chosen = 0;
+        vt_err e;
+        if (c->which < 0) {
+            vt_select_case cs[2] = {{m.ch[0], VT_SELECT_RECV, &v[0]},
+                                    {m.ch[1], VT_SELECT_RECV, &v[1]}};
+            e = vt_select(cs, 2, &chosen, VT_FOREVER);
+        } else {
+            chosen = (size_t)c->which;
+            e = vt_chan_recv(m.ch[chosen], &v[chosen], VT_FOREVER);
+        }
+        if (e == VT_OK && v[chosen] == chosen)
+            atomic_fetch_add(c->received, 1);
+        else if (e != VT_ECLOSED)
+            c->bad++;
+        atomic_fetch_add(c->back, 1);
+    }
+}
+
+/* Fibers of rt waiting in a plain receive on ch. */
+static unsigned fibers_receiving(vt_runtime *rt, const vt_chan *ch)
+{
+    char pat[64], *buf = NULL;
+    size_t len = 0;
+    snprintf(pat, sizeof pat, "on chan recv %p", (const void *)ch);
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return 0;
+    vt_runtime_dump(rt, f);
+    fclose(f);
+    unsigned n = 0;
+    size_t pl = strlen(pat);
+    for (const char *p = buf; (p = strstr(p, pat)) != NULL; p += pl)
+        n += p[pl] == '\n' || p[pl] == ' ';
+    free(buf);
+    return n;
+}
+
+VT_TEST(woken_select_passes_the_wakeup_on)
+{
+    enum {
+        ROUNDS = 600 / SAN_DIV
+    };
+    vt_runtime *rt = rt_new(2);
+    VT_CHECK_NOT_NULL(rt);
+    _Atomic long received = 0, back = 0;
+    staged c[3] = {{NULL, -1, &received, &back, 0},
+                   {NULL, 0, &received, &back, 0},
+                   {NULL, 1, &received, &back, 0}};
+    party p[3];
+    for (int i = 0; i < 3; i++) {
+        VT_CHECK_OK(vt_chan_new(&c[i].gate, sizeof(gate_msg), 1, 0));
+        VT_CHECK(party_start(&p[i], rt, 0, staged_consume, &c[i]));
+    }
+    for (long r = 0; r < ROUNDS; r++) {
+        gate_msg m = {{chan_of(1), chan_of(r % 2 ? 1 : 3)}, 0};
+        VT_CHECK(m.ch[0] && m.ch[1]);
+        /* The select first in both queues, the plain consumers behind. */
+        VT_CHECK_OK(vt_chan_send(c[0].gate, &m, VT_FOREVER));
+        while (fibers_in_select(rt) < 1)
+            nap();
+        VT_CHECK_OK(vt_chan_send(c[1].gate, &m, VT_FOREVER));
+        VT_CHECK_OK(vt_chan_send(c[2].gate, &m, VT_FOREVER));
+        while (fibers_receiving(rt, m.ch[0]) < 1 || fibers_receiving(rt, m.ch[1]) < 1)
+            nap();
+        int first = (int)(vt_test_rand() & 1);
+        VT_CHECK_OK(vt_chan_send(m.ch[first], &(uint64_t){(uint64_t)first}, VT_FOREVER));
+        VT_CHECK_OK(vt_chan_send(m.ch[!first], &(uint64_t){(uint64_t)!first}, VT_FOREVER));
+        while (atomic_load(&received) < 2 * (r + 1))
+            sched_yield();
+        VT_CHECK_OK(vt_chan_close(m.ch[0]));
+        VT_CHECK_OK(vt_chan_close(m.ch[1]));
+        while (atomic_load(&back) < 3 * (r + 1))
+            sched_yield();
+        vt_chan_free(m.ch[0]);
+        vt_chan_free(m.ch[1]);
+    }
+    gate_msg stop = {{NULL, NULL}, 1};
+    for (int i = 0; i < 3; i++) {
+        VT_CHECK_OK(vt_chan_send(c[i].gate, &stop, VT_FOREVER));
+        party_join(&p[i]);
+        vt_chan_free(c[i].gate);
+        VT_CHECK_EQ(c[i].bad, 0);
+    }
+    VT_CHECK_EQ(atomic_load(&received), 2 * (long)ROUNDS);
     vt_runtime_free(rt);
 }
 
