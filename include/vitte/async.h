@@ -484,10 +484,12 @@ typedef struct vt_select_case {
 
 /* Completes one case and sets *chosen to its index. Returns that case's
  * result: VT_OK, or VT_ECLOSED (its channel is closed; for a receive: and
- * drained). Errors (no case completed, *chosen untouched): VT_EINVAL (NULL
- * cases or chosen, n above 64 or 0, a case with a bad op or NULL elem),
- * VT_ETIMEDOUT, VT_ECANCELED; VT_EAGAIN from vt_select_try (the default
- * case: nothing was ready). Thread: any. */
+ * drained), or VT_ENOMEM (a send case of an unbounded channel that cannot
+ * grow). Errors (no case completed, *chosen untouched): VT_EINVAL (NULL
+ * cases or chosen, n above 64 or 0, an enabled case with a bad op or NULL
+ * elem; a disabled case's op and elem are not looked at), VT_ETIMEDOUT,
+ * VT_ECANCELED; VT_EAGAIN from vt_select_try (the default case: nothing
+ * was ready). cases stays the caller's. Thread: any. */
 #define VT_SELECT_MAX 64
 VT_API vt_err vt_select(vt_select_case *cases, size_t n, size_t *chosen, int64_t deadline);
 VT_API vt_err vt_select_try(vt_select_case *cases, size_t n, size_t *chosen);

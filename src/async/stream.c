@@ -740,16 +740,16 @@ void vt_stream_free(vt_stream *s)
     }
     /* The chain is a tree (merge has several inputs): list it without
      * recursing, for chains longer than a fiber's stack is deep. */
-    vt_stream *all = NULL, *todo = s;
+    vt_stream *all = NULL, *unvisited = s;
     s->walk_next = NULL;
-    while (todo) {
-        vt_stream *x = todo;
-        todo = x->walk_next;
+    while (unvisited) {
+        vt_stream *x = unvisited;
+        unvisited = x->walk_next;
         x->all_next = all;
         all = x;
         for (size_t i = 0; i < x->nin; i++) {
-            x->ins[i]->walk_next = todo;
-            todo = x->ins[i];
+            x->ins[i]->walk_next = unvisited;
+            unvisited = x->ins[i];
         }
     }
     /* Stop everything before waiting for anything: a closed channel fails

@@ -7,7 +7,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "vitte/async.h"
@@ -100,6 +103,48 @@ static VT__TEST_UNUSED intptr_t party_join(party *p)
         return pthread_join(p->t, NULL) == 0 ? (intptr_t)p->ret : -1;
     void *r = NULL;
     return vt_fiber_await(p->f, &r, VT_FOREVER) == VT_OK ? (intptr_t)r : -1;
+}
+
+/* ---- Seeing a party wait --------------------------------------------------------------- */
+
+/* Fibers of rt that vt_runtime_dump shows waiting in `what` ("chan recv",
+ * "select", ...) on obj, or on anything when obj is NULL. */
+static VT__TEST_UNUSED unsigned fibers_waiting(vt_runtime *rt, const char *what, const void *obj)
+{
+    char pat[128];
+    if (obj)
+        snprintf(pat, sizeof pat, "on %s %p", what, obj);
+    else
+        snprintf(pat, sizeof pat, "on %s ", what);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return 0;
+    vt_runtime_dump(rt, f);
+    fclose(f);
+    unsigned n = 0;
+    size_t pl = strlen(pat);
+    for (const char *p = buf; (p = strstr(p, pat)) != NULL; p += pl)
+        n += !obj || p[pl] == '\n' || p[pl] == ' ';
+    free(buf);
+    return n;
+}
+
+/* 1 when thread tid is asleep in the kernel (a hint: it may be asleep for
+ * another reason, so a test must be right either way). */
+static VT__TEST_UNUSED int thread_sleeping(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] == 'S';
 }
 
 #endif

@@ -816,27 +816,6 @@ static void *fw_body(void *arg)
     return NULL;
 }
 
-/* Fibers of rt waiting in `what` on ch. */
-static unsigned fibers_waiting(vt_runtime *rt, const char *what, const vt_chan *ch)
-{
-    char pat[128];
-    snprintf(pat, sizeof pat, "on %s %p", what, (const void *)ch);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return 0;
-    vt_runtime_dump(rt, f);
-    fclose(f);
-    unsigned n = 0;
-    size_t pl = strlen(pat);
-    for (const char *p = buf; (p = strstr(p, pat)) != NULL; p += pl)
-        if (p[pl] == '\n' || p[pl] == ' ')
-            n++;
-    free(buf);
-    return n;
-}
-
 typedef struct canceller {
     party *p;
     int n;

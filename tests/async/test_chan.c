@@ -58,44 +58,6 @@ static uint64_t elem_of(uint32_t p, uint32_t n)
     return ((uint64_t)p << 32) | n;
 }
 
-/* ---- Seeing a party wait ----------------------------------------------------------------- */
-
-/* Fibers of rt waiting in `what` ("chan recv", "chan send") on ch. */
-static unsigned fibers_waiting(vt_runtime *rt, const char *what, const vt_chan *ch)
-{
-    char pat[128];
-    snprintf(pat, sizeof pat, "on %s %p", what, (const void *)ch);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return 0;
-    vt_runtime_dump(rt, f);
-    fclose(f);
-    unsigned n = 0;
-    size_t pl = strlen(pat);
-    for (const char *p = buf; (p = strstr(p, pat)) != NULL; p += pl)
-        if (p[pl] == '\n' || p[pl] == ' ')
-            n++;
-    free(buf);
-    return n;
-}
-
-/* 1 when thread tid is asleep in the kernel. */
-static int thread_sleeping(pid_t tid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] == 'S';
-}
-
 /* ---- One call in a party ----------------------------------------------------------------- */
 
 enum {

@@ -76,38 +76,6 @@ static vt_chan *full_chan(size_t cap)
     return ch;
 }
 
-/* ---- Seeing a party wait ----------------------------------------------------------------- */
-
-static unsigned fibers_in_select(vt_runtime *rt)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return 0;
-    vt_runtime_dump(rt, f);
-    fclose(f);
-    unsigned n = 0;
-    for (const char *p = buf; (p = strstr(p, " waiting on select")) != NULL; p++)
-        n++;
-    free(buf);
-    return n;
-}
-
-static int thread_sleeping(pid_t tid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] == 'S';
-}
-
 /* ---- One select in a party --------------------------------------------------------------- */
 
 #define SEL_MAX 12
@@ -176,7 +144,7 @@ static void wait_selecting(vt_runtime *rt, const party *p, sel *s, int n)
                      atomic_load(&s[i].started) && thread_sleeping(atomic_load(&s[i].tid)))
                 sleeping++;
         }
-        if (started == (unsigned)n && sleeping == threads && fibers_in_select(rt) >= fibers)
+        if (started == (unsigned)n && sleeping == threads && fibers_waiting(rt, "select", NULL) >= fibers)
             return;
         nap();
     }
@@ -734,7 +702,7 @@ static void *ctf_body(void *arg)
     c->join_err = vt_fiber_spawn(&f, ctf_select, c);
     if (c->join_err)
         return NULL;
-    while (fibers_in_select(vt_runtime_current()) == 0)
+    while (fibers_waiting(vt_runtime_current(), "select", NULL) == 0)
         vt_fiber_yield();
     vt_fiber_cancel(f);
     vt_chan_free(c->ch[0]);
@@ -1287,25 +1255,6 @@ static void *staged_consume(void *arg)
     }
 }
 
-/* Fibers of rt waiting in a plain receive on ch. */
-static unsigned fibers_receiving(vt_runtime *rt, const vt_chan *ch)
-{
-    char pat[64], *buf = NULL;
-    size_t len = 0;
-    snprintf(pat, sizeof pat, "on chan recv %p", (const void *)ch);
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return 0;
-    vt_runtime_dump(rt, f);
-    fclose(f);
-    unsigned n = 0;
-    size_t pl = strlen(pat);
-    for (const char *p = buf; (p = strstr(p, pat)) != NULL; p += pl)
-        n += p[pl] == '\n' || p[pl] == ' ';
-    free(buf);
-    return n;
-}
-
 VT_TEST(woken_select_passes_the_wakeup_on)
 {
     enum {
@@ -1327,11 +1276,11 @@ VT_TEST(woken_select_passes_the_wakeup_on)
         VT_CHECK(m.ch[0] && m.ch[1]);
         /* The select first in both queues, the plain consumers behind. */
         VT_CHECK_OK(vt_chan_send(c[0].gate, &m, VT_FOREVER));
-        while (fibers_in_select(rt) < 1)
+        while (fibers_waiting(rt, "select", NULL) < 1)
             nap();
         VT_CHECK_OK(vt_chan_send(c[1].gate, &m, VT_FOREVER));
         VT_CHECK_OK(vt_chan_send(c[2].gate, &m, VT_FOREVER));
-        while (fibers_receiving(rt, m.ch[0]) < 1 || fibers_receiving(rt, m.ch[1]) < 1)
+        while (fibers_waiting(rt, "chan recv", m.ch[0]) < 1 || fibers_waiting(rt, "chan recv", m.ch[1]) < 1)
             nap();
         int first = (int)(vt_test_rand() & 1);
         VT_CHECK_OK(vt_chan_send(m.ch[first], &(uint64_t){(uint64_t)first}, VT_FOREVER));
