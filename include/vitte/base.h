@@ -53,7 +53,11 @@ extern "C" {
     X(EEXIST, "already exists")                                       \
     X(ENOTSUP, "not supported")                                       \
     X(ESTATE, "not allowed in the current state")                     \
-    X(EDEADLK, "would wait for itself")
+    X(EDEADLK, "would wait for itself")                              \
+    X(EFAILED, "a task failed")                                       \
+    X(EFORMAT, "not in the expected format")                          \
+    X(ECORRUPT, "damaged data")                                       \
+    X(EIO, "input/output error")
 
 typedef enum vt_err {
 #define VT__ERR_ENUM(name, text) VT_##name,

@@ -180,6 +180,17 @@ VT_API vt_err vt_pool_shutdown(vt_pool *p, vt_shutdown_mode mode, int64_t deadli
 
 /* Number of workers (1 in deterministic mode). */
 VT_API unsigned vt_pool_workers(const vt_pool *p);
+
+/* 1 when p runs in deterministic mode (0 for NULL). */
+VT_API int vt_pool_is_deterministic(const vt_pool *p);
+/* The seed of a deterministic pool (opts.seed), for layers above that draw
+ * random numbers and must replay them; 0 for other pools and NULL. */
+VT_API uint64_t vt_pool_seed(const vt_pool *p);
+
+/* Workers looking for work or asleep right now (a relaxed snapshot, 0 for
+ * NULL): for runtimes that keep ready work private, as a hint of when to
+ * share it (vt_pool_submit it) so that idle workers can steal it. */
+VT_API unsigned vt_pool_idle_workers(const vt_pool *p);
 /* The pool whose worker (or guest, see VT_RUN) is the calling thread, or
  * NULL. */
 VT_API vt_pool *vt_pool_current(void);

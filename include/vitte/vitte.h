@@ -5,6 +5,7 @@
 #include "vitte/base.h"
 #include "vitte/sched.h"
 #include "vitte/async.h"
+#include "vitte/task.h"
 
 #define VITTE_VERSION_MAJOR 0
 #define VITTE_VERSION_MINOR 1

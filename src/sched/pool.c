@@ -873,6 +873,24 @@ unsigned vt_pool_workers(const vt_pool *p)
     return p ? p->nworkers : 0;
 }
 
+int vt_pool_is_deterministic(const vt_pool *p)
+{
+    return p && p->opts.deterministic;
+}
+
+uint64_t vt_pool_seed(const vt_pool *p)
+{
+    return p && p->opts.deterministic ? p->opts.seed : 0;
+}
+
+unsigned vt_pool_idle_workers(const vt_pool *p)
+{
+    if (!p)
+        return 0;
+    return atomic_load_explicit(&((vt_pool *)p)->sleepers, memory_order_relaxed) +
+           atomic_load_explicit(&((vt_pool *)p)->searching, memory_order_relaxed);
+}
+
 vt_pool *vt_pool_current(void)
 {
     vt__wk *w = vt__worker_self();

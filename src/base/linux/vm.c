@@ -24,6 +24,25 @@ void vt__vm_release(void *p, size_t size)
         munmap(p, size);
 }
 
+void *vt__vm_reserve_huge(void)
+{
+    /* Twice the size, then the unaligned ends are given back. */
+    size_t size = VT__HUGE_BLOCK;
+    char *raw = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    char *p = (char *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    if (p + size < raw + 2 * size)
+        munmap(p + size, (size_t)(raw + 2 * size - (p + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE); /* a hint: refused, the block still works */
+#endif
+    return p;
+}
+
 size_t vt__page_size(void)
 {
     static _Atomic size_t cached;
