@@ -267,7 +267,9 @@ typedef struct vt_run_summary {
 VT_API vt_err vt_graph_start(vt_graph *g, vt_runtime *rt, const vt_run_opts *opts);
 
 /* Waits for the run to end: every task finished, its records committed to
- * the store and its events delivered to the monitor's subscribers.
+ * the store and its events delivered to the monitor's subscribers. A run
+ * ends in this call (as a thread ends in pthread_join): until one
+ * vt_graph_wait has returned its result, g counts as running.
  * Returns VT_OK when every task succeeded, VT_EFAILED when some failed,
  * were skipped or were cancelled with their group (vt_graph_error names
  * the first failure), VT_ECANCELED when

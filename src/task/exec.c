@@ -2,9 +2,10 @@
  *
  * A task is counted down by its dependencies as they finish; the one that
  * brings the count to zero makes it ready. A task with one dependency has
- * no counter to touch at all: its dependency makes it ready. On a pool of
- * one worker no two tasks finish at once, so counters are plain loads and
- * stores; on more, one atomic decrement per edge.
+ * no counter to touch at all: its dependency makes it ready. While one
+ * thread runs all of the run's tasks, counters are plain loads and stores;
+ * once work has been handed to other workers, one atomic decrement per
+ * edge (see go_multi).
  *
  * Ready tasks go on a small stack private to the job that made them ready,
  * which runs them itself, newest first (a chain runs as one loop, with no
