@@ -742,8 +742,10 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
             if (cases[k].chan && !enlist(&cases[k], &ws[k]))
                 ready = 1;
         }
+        /* Only retained (bounded) channels: a rendezvous case may have been
+         * handed its element already, and its channel freed since. */
         for (size_t k = 0; k < enlisted && !ready; k++)
-            ready = cases[k].chan && cases[k].chan->kind == KIND_BOUNDED && case_ready(&cases[k]);
+            ready = (retained & ((uint64_t)1 << k)) && case_ready(&cases[k]);
         vt_err e = vt__waiter_wait(&proto, ready ? VT_NOW : deadline);
         /* The case that was handed its element is off its queue already,
          * and its channel may be gone (a close that released it). */
