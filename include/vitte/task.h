@@ -72,7 +72,8 @@ VT_API const char *vt_task_state_name(vt_task_state s);
 /* ---- Graphs ------------------------------------------------------------------ */
 
 /* A new empty graph. name (copied; NULL: "graph") names it in traces, DOT
- * and the store's history. Errors: VT_EINVAL (NULL out), VT_ENOMEM. */
+ * and the store's history. On VT_OK *out is the caller's, to be released
+ * with vt_graph_free. Errors: VT_EINVAL (NULL out), VT_ENOMEM. */
 VT_API vt_err vt_graph_new(vt_graph **out, const char *name);
 
 /* Frees the graph, its tasks and everything a run left (results, logs,
@@ -364,7 +365,8 @@ typedef struct vt_store_opts {
                              not only process death); 0: WAL's NORMAL */
 } vt_store_opts;
 
-/* Opens (creating it unless read_only) the store at path. Errors:
+/* Opens (creating it unless read_only) the store at path. On VT_OK *out is
+ * the caller's, to be released with vt_store_close. Errors:
  * VT_EINVAL (NULL out or path, bad opts), VT_EFORMAT (the file is not a
  * SQLite database, or one that is not a vitte store, or a store of a newer
  * format), VT_ECORRUPT (damaged), VT_ESYSERR|errno (cannot open or create:
@@ -399,8 +401,8 @@ typedef struct vt_run_info {
     size_t total, succeeded, failed, cancelled, skipped, restored;
 } vt_run_info;
 
-/* The runs of the store, newest first, at most max (0: all). *out is
- * allocated (vt_store_runs_free); *n its length. Errors: VT_EINVAL,
+/* The runs of the store, newest first, at most max (0: all). *out is the
+ * caller's, released with vt_store_runs_free; *n its length. Errors: VT_EINVAL,
  * VT_ENOMEM, VT_EIO (a read failed), VT_ECORRUPT, VT_EBUSY (locked by
  * another process too long). */
 VT_API vt_err vt_store_runs(vt_store *s, size_t max, vt_run_info **out, size_t *n);
@@ -421,8 +423,9 @@ typedef struct vt_task_record {
 } vt_task_record;
 
 /* The tasks recorded for run id, one per name (the latest record of
- * each), in the order they finished. Errors: VT_EINVAL, VT_ENOENT (no such
- * run), VT_ENOMEM, VT_EIO, VT_ECORRUPT, VT_EBUSY. */
+ * each), in the order they finished. *out is the caller's, released with
+ * vt_store_run_tasks_free. Errors: VT_EINVAL, VT_ENOENT (no such run),
+ * VT_ENOMEM, VT_EIO, VT_ECORRUPT, VT_EBUSY. */
 VT_API vt_err vt_store_run_tasks(vt_store *s, const char *run_id, vt_task_record **out, size_t *n);
 VT_API void vt_store_run_tasks_free(vt_task_record *tasks, size_t n);
 
@@ -484,7 +487,8 @@ typedef struct vt_monitor_opts {
                            at a time. 0: 1 << 22 */
 } vt_monitor_opts;
 
-/* Starts a monitor (and its thread). opts may be NULL. Errors: VT_EINVAL,
+/* Starts a monitor (and its thread). opts may be NULL. On VT_OK *out is the
+ * caller's, to be released with vt_monitor_free. Errors: VT_EINVAL,
  * VT_ENOMEM, VT_ESYSERR|errno. */
 VT_API vt_err vt_monitor_new(vt_monitor **out, const vt_monitor_opts *opts);
 /* Delivers what is pending, stops the thread, frees. m may be NULL. Not

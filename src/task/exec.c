@@ -667,10 +667,7 @@ static void run_slow(wl *w, vt_task *t)
     }
     arm_timeout(x, t, c, attempt);
     vt_task_ctx ctx = {x, t, attempt, w->worker};
-    vt__run *outer = current_run;
-    current_run = x;
     vt_err e = t->fn(&ctx, t->data);
-    current_run = outer;
     disarm_timeout(x, c, attempt);
     after_body(w, t, e, attempt, started);
 }
@@ -691,10 +688,7 @@ static void run_one(wl *w, vt_task *t)
     __builtin_prefetch(t->succ[0], 1);
     __builtin_prefetch(t->succ[1], 1);
     vt_task_ctx ctx = {x, t, 1, w->worker};
-    vt__run *outer = current_run;
-    current_run = x;
     vt_err e = t->fn(&ctx, t->data);
-    current_run = outer;
     if (VT_UNLIKELY(e || atomic_load_explicit(&t->cold, memory_order_relaxed))) {
         after_body(w, t, e, 1, 0);
         return;
@@ -935,6 +929,9 @@ static void drain(void *arg)
     vt__run *x = &t->g->run;
     wl w;
     wl_init(&w, x);
+    /* Set once per job, not per task: bodies run only inside these jobs. */
+    vt__run *outer = current_run;
+    current_run = x;
     for (;;) {
         run_one(&w, t);
         if (!w.n)
@@ -943,6 +940,7 @@ static void drain(void *arg)
         if (w.n && !x->single && vt_pool_idle_workers(x->pool))
             share(&w);
     }
+    current_run = outer;
     flush_done(&w);
 }
 
@@ -972,11 +970,14 @@ static void drain_prio(void *arg)
         return;
     wl w;
     wl_init(&w, x);
+    vt__run *outer = current_run;
+    current_run = x;
     run_one(&w, t);
     /* Whatever became ready went into the heap; the stack stays empty
      * unless the heap had no memory. */
     while (w.n)
         run_one(&w, w.stack[--w.n]);
+    current_run = outer;
     flush_done(&w);
 }
 
