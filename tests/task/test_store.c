@@ -214,7 +214,11 @@ static pid_t spawn(const char *role, const char *path, int up, int down, int arg
             fcntl(up, F_SETFD, 0);
         if (down >= 0)
             fcntl(down, F_SETFD, 0);
-        execve("/proc/self/exe", argv, envp);
+        /* This program, itself: argv[0] when it is a path, since under
+         * Valgrind /proc/self/exe is Valgrind's tool (the child then runs
+         * natively, which is all it needs). */
+        execve(strchr(program_invocation_name, '/') ? program_invocation_name : "/proc/self/exe",
+               argv, envp);
         _exit(126);
     }
     free(envp);
