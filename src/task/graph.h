@@ -211,7 +211,6 @@ VT_INTERNAL void vt__graph_errmsg(vt_graph *g, const char *fmt, ...) VT_PRINTF(2
 /* The task's name, or "#<index>" written into buf. */
 VT_INTERNAL const char *vt__task_name(const vt_task *t, char *buf, size_t size);
 VT_INTERNAL vt_task *vt__graph_task_at(const vt_graph *g, size_t index);
-VT_INTERNAL vt_task *vt__task_new(vt_graph *g, vt__arena *a, vt_task **slot_hint);
 
 static inline vt__cold *vt__cold_peek(const vt_task *t)
 {
