@@ -59,6 +59,13 @@ uint64_t vt__rand(void)
     return splitmix(&thread_state);
 }
 
+/* The life a fiber is in: known to whoever owns that life (its spawner,
+ * its finisher, its reaper). */
+static inline uint32_t life_of(vt__fib *f)
+{
+    return atomic_load_explicit(&f->gen, memory_order_relaxed) & VT__LIFE_MASK;
+}
+
 static inline void count(_Atomic uint64_t *c)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
@@ -187,8 +194,8 @@ static void fiber_exited(vt__fworker *fw, vt__fib *f)
             release(fw, f);
             return;
         }
-        if (j == 0) {
-            if (atomic_compare_exchange_weak_explicit(&f->join, &j, VT__JOIN_DONE, memory_order_acq_rel,
+        if (VT__JOIN_CODE(j) == VT__JOIN_OPEN_CODE) {
+            if (atomic_compare_exchange_weak_explicit(&f->join, &j, VT__JOIN_DONE(life_of(f)), memory_order_acq_rel,
                                                       memory_order_acquire))
                 return;
             continue;
@@ -199,7 +206,7 @@ static void fiber_exited(vt__fworker *fw, vt__fib *f)
     }
     vt__waiter *w = (vt__waiter *)j;
     int won = vt__waiter_claim(w);
-    atomic_store_explicit(&f->join, VT__JOIN_DONE, memory_order_release);
+    atomic_store_explicit(&f->join, VT__JOIN_DONE(life_of(f)), memory_order_release);
     if (won)
         vt__waiter_wake(w, VT_OK);
 }
@@ -311,7 +318,7 @@ static void fiber_main(void *arg)
         /* Its awaiter is suspended in await_inline: hand it the result
          * straight away (it recycles this fiber once we are off its stack). */
         self->inline_joiner = NULL;
-        atomic_store_explicit(&self->join, VT__JOIN_DONE, memory_order_release);
+        atomic_store_explicit(&self->join, VT__JOIN_DONE(life_of(self)), memory_order_release);
         atomic_store_explicit(&joiner->fstate, VT__FS_RUNNING, memory_order_relaxed);
         switch_to(self->fw, self, joiner, 1);
     } else {
@@ -331,8 +338,12 @@ int vt__fiber_cancel_seen(vt__fib *f)
  * A handle is runtime slot (8 bits) | generation (24) | fiber index (32). */
 static vt_fiber handle_of(vt__fib *f)
 {
-    uint32_t gen = atomic_load_explicit(&f->gen, memory_order_relaxed) & 0xffffff;
-    return (vt_fiber){((uint64_t)f->rt->slot << 56) | ((uint64_t)gen << 32) | f->index};
+    return (vt_fiber){((uint64_t)f->rt->slot << 56) | ((uint64_t)life_of(f) << 32) | f->index};
+}
+
+static uint32_t handle_life(vt_fiber h)
+{
+    return (uint32_t)(h.id >> 32) & VT__LIFE_MASK;
 }
 
 static vt__fib *lookup(vt_fiber h)
@@ -341,7 +352,7 @@ static vt__fib *lookup(vt_fiber h)
     if (!rt)
         return NULL;
     vt__fib *f = vt__stacks_lookup(rt->stacks, (uint32_t)h.id);
-    if (!f || (atomic_load_explicit(&f->gen, memory_order_acquire) & 0xffffff) != ((h.id >> 32) & 0xffffff) ||
+    if (!f || (atomic_load_explicit(&f->gen, memory_order_acquire) & VT__LIFE_MASK) != handle_life(h) ||
         atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_FREE)
         return NULL;
     return f;
@@ -387,7 +398,10 @@ vt_err vt_fiber_spawn_ex(vt_fiber *out, vt_fiber_fn fn, void *arg, const vt_fibe
     f->result = NULL;
     f->fw = NULL;
     f->member = scope;
-    atomic_store_explicit(&f->join, opts->detached ? VT__JOIN_DETACHED : 0, memory_order_relaxed);
+    /* Release: a stale handle's awaiter that reads this sees the new
+     * generation too (join_refused). */
+    atomic_store_explicit(&f->join, opts->detached ? VT__JOIN_DETACHED : VT__JOIN_OPEN(life_of(f)),
+                          memory_order_release);
     atomic_store_explicit(&f->cancelled, 0, memory_order_relaxed);
     atomic_store_explicit(&f->masked, 0, memory_order_relaxed);
     atomic_store_explicit(&f->run, VT__RUN_RUNNING, memory_order_relaxed);
@@ -430,7 +444,7 @@ vt_err vt_fiber_spawn_ex(vt_fiber *out, vt_fiber_fn fn, void *arg, const vt_fibe
 /* Await's fast path: a child of the caller that has not started and is
  * the newest job of this worker runs right here, and its end switches
  * straight back: no parking, no wake-up, no queueing. 1 when done. */
-static int await_inline(vt__fib *self, vt__fib *f)
+static int await_inline(vt__fib *self, vt__fib *f, uintptr_t open)
 {
     vt_job_fn fn;
     void *arg;
@@ -442,7 +456,7 @@ static int await_inline(vt__fib *self, vt__fib *f)
             vt__thread_yield();
         return 0;
     }
-    uintptr_t expected = 0;
+    uintptr_t expected = open;
     if (!atomic_compare_exchange_strong_explicit(&f->join, &expected, VT__JOIN_INLINE, memory_order_acq_rel,
                                                  memory_order_acquire)) {
         /* Detached or awaited elsewhere meanwhile: it runs as a job. */
@@ -463,6 +477,18 @@ static int await_inline(vt__fib *self, vt__fib *f)
     return 1;
 }
 
+/* Why a handle of life `life` cannot be awaited or detached, the join word
+ * being j: spent (VT_ENOENT), or someone else's (VT_EBUSY). A word of a
+ * later life means the handle went stale since it was looked up. */
+static vt_err join_refused(vt__fib *f, uintptr_t j, uint32_t life)
+{
+    if (j == VT__JOIN_DETACHED || j == VT__JOIN_REAPED)
+        return VT_ENOENT;
+    if ((atomic_load_explicit(&f->gen, memory_order_acquire) & VT__LIFE_MASK) != life)
+        return VT_ENOENT;
+    return VT_EBUSY;
+}
+
 vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
 {
     vt__fib *f = lookup(h);
@@ -471,28 +497,28 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
     if (f == vt__fiber_self())
         return VT_EDEADLK;
     vt__fib *self = vt__fiber_self();
+    /* Everything below compares against words of this handle's life: the
+     * slot may be reaped and reused by another fiber at any moment. */
+    const uint32_t life = handle_life(h);
+    const uintptr_t open = VT__JOIN_OPEN(life), done = VT__JOIN_DONE(life);
     uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
     /* Only for its own child and without a deadline: while the child runs
      * here, the caller cannot time out, and is cancelled with it. */
-    if (j == 0 && self && deadline == VT_FOREVER && f->member == &self->kids &&
-        atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_READY && await_inline(self, f))
-        j = VT__JOIN_DONE;
-    if (j != VT__JOIN_DONE) {
-        if (j == VT__JOIN_DETACHED || j == VT__JOIN_REAPED)
-            return VT_ENOENT;
-        if (j != 0)
-            return VT_EBUSY;
+    if (j == open && self && deadline == VT_FOREVER && f->member == &self->kids &&
+        atomic_load_explicit(&f->fstate, memory_order_acquire) == VT__FS_READY && await_inline(self, f, open))
+        j = done;
+    if (j != done) {
+        if (j != open)
+            return join_refused(f, j, life);
         vt__waiter w;
         vt__waiter_init(&w, "await", f, 0);
-        uintptr_t expected = 0;
+        uintptr_t expected = open;
         if (!atomic_compare_exchange_strong_explicit(&f->join, &expected, (uintptr_t)&w, memory_order_acq_rel,
                                                      memory_order_acquire)) {
             /* Never published, so nobody else can end this wait. */
             vt__waiter_wait(&w, VT_NOW);
-            if (expected == VT__JOIN_DETACHED || expected == VT__JOIN_REAPED)
-                return VT_ENOENT;
-            if (expected != VT__JOIN_DONE)
-                return VT_EBUSY;
+            if (expected != done)
+                return join_refused(f, expected, life);
         } else {
             vt_err e = vt__waiter_wait(&w, deadline);
             if (e != VT_OK) {
@@ -500,7 +526,7 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
                  * finisher holds it for a moment. */
                 for (;;) {
                     expected = (uintptr_t)&w;
-                    if (atomic_compare_exchange_weak_explicit(&f->join, &expected, 0, memory_order_acq_rel,
+                    if (atomic_compare_exchange_weak_explicit(&f->join, &expected, open, memory_order_acq_rel,
                                                               memory_order_acquire))
                         return e;
                     if (expected != VT__JOIN_BUSY && expected != (uintptr_t)&w)
@@ -511,7 +537,7 @@ vt_err vt_fiber_await(vt_fiber h, void **result, int64_t deadline)
         }
     }
     /* Two awaiters may both have seen it done: one reaps. */
-    j = VT__JOIN_DONE;
+    j = done;
     if (!atomic_compare_exchange_strong_explicit(&f->join, &j, VT__JOIN_REAPED, memory_order_acq_rel,
                                                  memory_order_acquire))
         return VT_ENOENT;
@@ -526,18 +552,19 @@ vt_err vt_fiber_detach(vt_fiber h)
     vt__fib *f = lookup(h);
     if (!f)
         return VT_ENOENT;
-    uintptr_t expected = 0;
+    const uint32_t life = handle_life(h);
+    uintptr_t expected = VT__JOIN_OPEN(life);
     if (atomic_compare_exchange_strong_explicit(&f->join, &expected, VT__JOIN_DETACHED, memory_order_acq_rel,
                                                 memory_order_acquire))
         return VT_OK;
-    if (expected == VT__JOIN_DONE) {
+    if (expected == VT__JOIN_DONE(life)) {
         if (!atomic_compare_exchange_strong_explicit(&f->join, &expected, VT__JOIN_REAPED, memory_order_acq_rel,
                                                      memory_order_acquire))
             return VT_ENOENT;
         release(NULL, f);
         return VT_OK;
     }
-    return expected == VT__JOIN_DETACHED || expected == VT__JOIN_REAPED ? VT_ENOENT : VT_EBUSY;
+    return join_refused(f, expected, life);
 }
 
 vt_err vt_fiber_cancel(vt_fiber h)

@@ -14,14 +14,22 @@ enum { VT__RUN_RUNNING = 0, VT__RUN_PARKING, VT__RUN_PARKED, VT__RUN_NOTIFIED };
 /* What a fiber is doing, for vt_runtime_dump. */
 enum { VT__FS_FREE = 0, VT__FS_READY, VT__FS_RUNNING, VT__FS_WAITING, VT__FS_DONE };
 
-/* The join word: 0 while nobody waits, JOIN_DONE once the fiber is off its
- * stack, JOIN_DETACHED when its handle was given up, else the awaiting
- * vt__waiter. */
-#define VT__JOIN_DONE ((uintptr_t)1)
+/* The join word. A waiter pointer (8-aligned) while one awaits it; else a
+ * code in the low 3 bits. OPEN (nobody awaits yet) and DONE (off its
+ * stack, not reaped) carry the fiber's life (the generation in its handle),
+ * so that an awaiter or detacher holding a handle to an earlier life of a
+ * recycled slot fails its compare-and-swap instead of taking the new
+ * fiber. */
+#define VT__JOIN_CODE(j) ((j) & 7u)
+#define VT__JOIN_DONE_CODE 1u
 #define VT__JOIN_DETACHED ((uintptr_t)2)
-#define VT__JOIN_BUSY ((uintptr_t)3) /* the finisher is reading the waiter */
+#define VT__JOIN_BUSY ((uintptr_t)3)   /* the finisher is reading the waiter */
 #define VT__JOIN_INLINE ((uintptr_t)4) /* its awaiter runs it, and is resumed by its end */
 #define VT__JOIN_REAPED ((uintptr_t)5) /* an awaiter (or detach) took it: the handle is spent */
+#define VT__JOIN_OPEN_CODE 6u
+#define VT__JOIN_OPEN(life) (((uintptr_t)(life) << 3) | VT__JOIN_OPEN_CODE)
+#define VT__JOIN_DONE(life) (((uintptr_t)(life) << 3) | VT__JOIN_DONE_CODE)
+#define VT__LIFE_MASK 0xffffffu /* the generation bits a handle holds */
 
 struct vt_scope {
     vt__spinlock lock;
@@ -72,6 +80,7 @@ struct vt__fib {
     vt__fib *inline_joiner; /* the fiber to resume when it ends (VT__JOIN_INLINE) */
     void *asan_fake;
     void *tsan_fiber;
+    unsigned tsan_lives; /* since tsan_fiber was made (stack.c says why) */
     unsigned valgrind_id;
     char name[VT_FIBER_NAME_MAX];
 };

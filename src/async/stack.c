@@ -268,6 +268,7 @@ static void prepare(vt__stacks *s, vt__fib *f)
     }
 #if defined(VT_SANITIZE_THREAD)
     f->tsan_fiber = __tsan_create_fiber(0);
+    f->tsan_lives = 0;
 #endif
 #if defined(VT_HAVE_VALGRIND_H)
     f->valgrind_id = VALGRIND_STACK_REGISTER(f->stack_lo, (char *)f);
@@ -317,8 +318,29 @@ vt__fib *vt__stacks_get(vt__stacks *s, vt__fworker *fw, size_t size)
     return f;
 }
 
+#if defined(VT_SANITIZE_THREAD)
+/* TSan keeps a shadow call stack per fiber, and a fiber that ends never
+ * returns from the frames it switched away in: every life of a slot leaves
+ * a few entries behind, and after some ten thousand lives the shadow stack
+ * overruns into TSan's own state and the process dies inside TSan. A fresh
+ * TSan fiber every so many lives starts it empty again. */
+#define TSAN_LIVES_MAX 1024u
+
+static void renew_tsan_fiber(vt__fib *f)
+{
+    if (++f->tsan_lives < TSAN_LIVES_MAX)
+        return;
+    f->tsan_lives = 0;
+    __tsan_destroy_fiber(f->tsan_fiber);
+    f->tsan_fiber = __tsan_create_fiber(0);
+}
+#endif
+
 void vt__stacks_put(vt__stacks *s, vt__fworker *fw, vt__fib *f)
 {
+#if defined(VT_SANITIZE_THREAD)
+    renew_tsan_fiber(f);
+#endif
     if (fw && f->cls->usable == s->default_size && fw->ncache < CACHE_MAX) {
         f->free_next = fw->cache;
         fw->cache = f;
