@@ -155,8 +155,8 @@ static void destroy(vt_chan *ch)
 /* A waiter of a rendezvous or unbounded channel holds no reference (a
  * reference per wait costs a locked instruction on every hand-off):
  * instead the channel stays while waiters are linked, and the last to leave
- * a released channel frees it. Waiters of bounded channels retry after a
- * wake-up, so they retain it (run_select). */
+ * a released channel frees it. A select that waits retries after a
+ * wake-up, unlinked meanwhile, so it retains all its channels (run_select). */
 static int linked_waiters(const vt_chan *ch)
 {
     return ch->recvq.n + ch->sendq.n != 0;
@@ -674,7 +674,7 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
     }
     size_t woke_by = SIZE_MAX; /* the bounded case whose wake-up we hold */
     uint32_t spins = trying || deadline == VT_NOW ? 0 : spin_rounds();
-    uint64_t retained = 0; /* the bounded cases' channels, once waiting */
+    uint64_t retained = 0; /* the cases' channels, once waiting */
     int waited = 0;
     vt_err result;
     vt__waiter ws[VT_SELECT_MAX];
@@ -720,10 +720,13 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
         }
         if (!waited) {
             waited = 1;
-            /* A waiting party keeps bounded channels alive until it
-             * returns (see linked_waiters for the others). */
+            /* A select that waits keeps every channel alive until it
+             * returns: woken to retry, it tries all its cases again,
+             * rendezvous and unbounded ones too, which it is no longer
+             * linked to (linked_waiters protects only linked waiters). One
+             * locked instruction per case, on a path that parks anyway. */
             for (size_t k = 0; k < n; k++)
-                if (cases[k].chan && cases[k].chan->kind == KIND_BOUNDED) {
+                if (cases[k].chan) {
                     vt_chan_retain(cases[k].chan);
                     retained |= (uint64_t)1 << k;
                 }
@@ -742,10 +745,8 @@ static vt_err run_select(vt_select_case *cases, size_t n, size_t *chosen, int64_
             if (cases[k].chan && !enlist(&cases[k], &ws[k]))
                 ready = 1;
         }
-        /* Only retained (bounded) channels: a rendezvous case may have been
-         * handed its element already, and its channel freed since. */
         for (size_t k = 0; k < enlisted && !ready; k++)
-            ready = (retained & ((uint64_t)1 << k)) && case_ready(&cases[k]);
+            ready = cases[k].chan && case_ready(&cases[k]);
         vt_err e = vt__waiter_wait(&proto, ready ? VT_NOW : deadline);
         /* The case that was handed its element is off its queue already,
          * and its channel may be gone (a close that released it). */
