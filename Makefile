@@ -2,7 +2,7 @@
 #
 #   make               debug build in build/debug (asserts on)
 #   make test          debug build, then every test (ctest -j2)
-#   make demo          release build, then run examples/sched_demo
+#   make demo          release build, then vitte builds and tests examples/c_project
 #   make bench         release build with benchmarks, then bench/run
 #   make bench-sched   the same, one layer (bench/run --layer sched)
 #   make bench-async   the same, the async layer, with its Go and Boost.Context peers
@@ -80,10 +80,7 @@ test:
 demo:
 	@$(DEPS)
 	@$(MAKE) --no-print-directory release
-	@test -x build/release/examples/sched_demo || { \
-	  echo "make demo: build/release/examples/sched_demo is missing (examples/sched_demo.c not written yet?)" >&2; \
-	  exit 1; }
-	build/release/examples/sched_demo
+	scripts/demo build/release
 
 bench:
 	@$(DEPS)
