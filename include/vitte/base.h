@@ -57,7 +57,8 @@ extern "C" {
     X(EFAILED, "a task failed")                                       \
     X(EFORMAT, "not in the expected format")                          \
     X(ECORRUPT, "damaged data")                                       \
-    X(EIO, "input/output error")
+    X(EIO, "input/output error")                                      \
+    X(ETYPE, "value of another type")
 
 typedef enum vt_err {
 #define VT__ERR_ENUM(name, text) VT_##name,

@@ -68,6 +68,10 @@ typedef enum vt_task_state {
 
 /* "pending", "ready", ... ("?" for a value out of range). Static. */
 VT_API const char *vt_task_state_name(vt_task_state s);
+/* The X11 colour name DOT export fills a task in state s with ("white" when
+ * pending, and out of range), so that every view of a graph (flow's, a live view) colours
+ * states alike. Static. */
+VT_API const char *vt_task_state_colour(vt_task_state s);
 
 /* ---- Graphs ------------------------------------------------------------------ */
 

@@ -6,6 +6,7 @@
 #include "vitte/sched.h"
 #include "vitte/async.h"
 #include "vitte/task.h"
+#include "vitte/flow.h"
 
 #define VITTE_VERSION_MAJOR 0
 #define VITTE_VERSION_MINOR 1

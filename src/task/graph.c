@@ -1048,9 +1048,11 @@ const char *vt_task_log(const vt_task *t)
 
 /* ---- DOT ------------------------------------------------------------------------------ */
 
-static const char *state_colour(int s)
+const char *vt_task_state_colour(vt_task_state s)
 {
     switch (s) {
+    case VT_TASK_PENDING:
+        return "white";
     case VT_TASK_READY:
         return "lightyellow";
     case VT_TASK_RUNNING:
@@ -1093,7 +1095,7 @@ static void dot_node(FILE *f, vt_task *t)
         s = VT_TASK_PENDING;
     fputs("  ", f);
     dot_str(f, vt__task_name(t, nb, sizeof nb));
-    fprintf(f, " [fillcolor=%s, tooltip=\"%s\"];\n", state_colour(s), vt_task_state_name(s));
+    fprintf(f, " [fillcolor=%s, tooltip=\"%s\"];\n", vt_task_state_colour(s), vt_task_state_name(s));
 }
 
 static void dot_edges(FILE *f, vt_task *t)

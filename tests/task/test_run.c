@@ -35,6 +35,18 @@ VT_TEST(state_names)
     VT_CHECK_STR_EQ(vt_task_state_name((vt_task_state)-1), "?");
 }
 
+VT_TEST(state_colours)
+{
+    /* Distinct for every state, so a drawing tells them apart. */
+    for (int a = 0; a < VT_TASK_STATES; a++) {
+        VT_CHECK(vt_task_state_colour((vt_task_state)a)[0] != '\0');
+        for (int b = a + 1; b < VT_TASK_STATES; b++)
+            VT_CHECK(strcmp(vt_task_state_colour((vt_task_state)a), vt_task_state_colour((vt_task_state)b)));
+    }
+    VT_CHECK_STR_EQ(vt_task_state_colour(VT_TASK_FAILED), "tomato");
+    VT_CHECK_STR_EQ(vt_task_state_colour((vt_task_state)VT_TASK_STATES), "white");
+}
+
 VT_TEST(before_any_run)
 {
     vt_graph *g;
